@@ -1,0 +1,182 @@
+//! Twilio-shaped identifiers: a two-letter prefix and 32 lowercase hex digits.
+
+use std::fmt;
+use std::str::FromStr;
+
+use rand::RngCore;
+
+/// The resource kinds Tern issues SIDs for; the prefixes are Twilio's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SidPrefix {
+    Account,
+    Message,
+    PhoneNumber,
+    ApiKey,
+    MessagingService,
+    Media,
+    Call,
+}
+
+impl SidPrefix {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            SidPrefix::Account => "AC",
+            SidPrefix::Message => "SM",
+            SidPrefix::PhoneNumber => "PN",
+            SidPrefix::ApiKey => "SK",
+            SidPrefix::MessagingService => "MG",
+            SidPrefix::Media => "ME",
+            SidPrefix::Call => "CA",
+        }
+    }
+
+    fn from_str(s: &str) -> Option<Self> {
+        Some(match s {
+            "AC" => SidPrefix::Account,
+            "SM" => SidPrefix::Message,
+            "PN" => SidPrefix::PhoneNumber,
+            "SK" => SidPrefix::ApiKey,
+            "MG" => SidPrefix::MessagingService,
+            "ME" => SidPrefix::Media,
+            "CA" => SidPrefix::Call,
+            _ => return None,
+        })
+    }
+}
+
+/// A 34-character SID such as `SM0123456789abcdef0123456789abcdef`.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Sid {
+    bytes: [u8; 34],
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum SidError {
+    #[error("a SID is 34 characters long")]
+    Length,
+    #[error("unknown SID prefix")]
+    Prefix,
+    #[error("a SID ends in 32 hexadecimal digits")]
+    Hex,
+}
+
+impl Sid {
+    /// A new random SID with 128 bits from the operating system's generator.
+    pub fn generate(prefix: SidPrefix) -> Sid {
+        let mut raw = [0u8; 16];
+        rand::rng().fill_bytes(&mut raw);
+        Self::from_parts(prefix, raw)
+    }
+
+    pub fn from_parts(prefix: SidPrefix, raw: [u8; 16]) -> Sid {
+        let mut bytes = [0u8; 34];
+        bytes[..2].copy_from_slice(prefix.as_str().as_bytes());
+        // hex::encode_to_slice only fails on a wrong output length, which is fixed here.
+        let _ = hex::encode_to_slice(raw, &mut bytes[2..]);
+        Sid { bytes }
+    }
+
+    pub fn prefix(&self) -> SidPrefix {
+        // Every constructor validates the prefix.
+        SidPrefix::from_str(&self.as_str()[..2]).unwrap_or(SidPrefix::Account)
+    }
+
+    pub fn as_str(&self) -> &str {
+        // Constructors only store ASCII.
+        std::str::from_utf8(&self.bytes).unwrap_or("")
+    }
+
+    /// Parses a SID and checks that it carries the expected prefix.
+    pub fn parse_as(s: &str, prefix: SidPrefix) -> Result<Sid, SidError> {
+        let sid: Sid = s.parse()?;
+        if sid.prefix() != prefix {
+            return Err(SidError::Prefix);
+        }
+        Ok(sid)
+    }
+}
+
+impl FromStr for Sid {
+    type Err = SidError;
+
+    /// Accepts upper- or lowercase hex (Twilio's regexes do) and normalises to lowercase.
+    fn from_str(s: &str) -> Result<Sid, SidError> {
+        if s.len() != 34 || !s.is_ascii() {
+            return Err(SidError::Length);
+        }
+        SidPrefix::from_str(&s[..2]).ok_or(SidError::Prefix)?;
+        if !s[2..].bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(SidError::Hex);
+        }
+        let mut bytes = [0u8; 34];
+        bytes.copy_from_slice(s.as_bytes());
+        bytes[2..].make_ascii_lowercase();
+        Ok(Sid { bytes })
+    }
+}
+
+impl fmt::Display for Sid {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl fmt::Debug for Sid {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl serde::Serialize for Sid {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Sid {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Sid, D::Error> {
+        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn generated_sids_are_prefix_and_lowercase_hex() {
+        let sid = Sid::generate(SidPrefix::Message);
+        let s = sid.as_str();
+        assert_eq!(s.len(), 34);
+        assert!(s.starts_with("SM"));
+        assert!(s[2..].bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')));
+        assert_ne!(sid, Sid::generate(SidPrefix::Message));
+    }
+
+    #[test]
+    fn parse_rejects_wrong_shapes() {
+        assert_eq!("SM123".parse::<Sid>(), Err(SidError::Length));
+        assert_eq!(format!("XX{}", "a".repeat(32)).parse::<Sid>(), Err(SidError::Prefix));
+        assert_eq!(format!("SM{}", "g".repeat(32)).parse::<Sid>(), Err(SidError::Hex));
+        assert_eq!(
+            Sid::parse_as(&format!("SM{}", "a".repeat(32)), SidPrefix::Account),
+            Err(SidError::Prefix)
+        );
+    }
+
+    proptest! {
+        #[test]
+        fn display_parse_round_trip(raw in any::<[u8; 16]>()) {
+            let sid = Sid::from_parts(SidPrefix::Account, raw);
+            prop_assert_eq!(sid.as_str().parse::<Sid>().unwrap(), sid);
+            prop_assert_eq!(sid.as_str().to_uppercase().replace("AC", "AC").parse::<Sid>().unwrap(), sid);
+        }
+
+        #[test]
+        fn parse_never_panics(s in ".{0,40}") {
+            let _ = s.parse::<Sid>();
+        }
+    }
+}

@@ -1,1 +1,10 @@
+//! Pure domain logic of Tern's messaging: the message lifecycle state machine, validation of
+//! a send request, opt-out keywords and sender selection. Nothing here does IO or knows the
+//! time except through its arguments, so every rule is a unit test.
 
+pub mod keywords;
+pub mod lifecycle;
+pub mod send;
+
+pub use lifecycle::{LifecycleError, check_transition};
+pub use send::{SendError, SendParams, SendPlan, plan_send};

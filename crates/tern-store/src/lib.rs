@@ -1,1 +1,124 @@
+//! Tern's durable state behind one trait, [`Store`].
+//!
+//! Every state change of a message is a [`Transition`] applied with compare-and-set on the
+//! current status, together with the jobs it causes (the outbox) and the job it completes,
+//! in one transaction. Callers hand the returned jobs to the queue only after the store
+//! has committed them.
+//!
+//! Implementations: [`sqlite::SqliteStore`] (the embedded default). PostgreSQL slots in
+//! behind the same trait.
 
+pub mod conformance;
+pub mod model;
+pub mod sqlite;
+
+use async_trait::async_trait;
+use tern_bus::Job;
+use tern_types::{MessageStatus, Sid};
+
+pub use model::*;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A uniqueness rule was broken (a number already provisioned…).
+    #[error("conflict: {0}")]
+    Conflict(String),
+    /// A compare-and-set transition found another status.
+    #[error("message is {0}, not the expected status")]
+    StaleStatus(MessageStatus),
+    #[error("not found")]
+    NotFound,
+    /// The database cannot be reached or written; the caller should retry later.
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    /// A stored value does not parse: a bug or a damaged database.
+    #[error("corrupt record: {0}")]
+    Corrupt(String),
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    // Accounts
+    async fn create_account(&self, account: Account) -> Result<()>;
+    async fn account(&self, sid: Sid) -> Result<Option<Account>>;
+    /// The first top-level account created, if any (the one `tern up` reuses).
+    async fn first_account(&self) -> Result<Option<Account>>;
+    async fn subaccounts(&self, parent: Sid) -> Result<Vec<Account>>;
+    async fn update_account(
+        &self,
+        sid: Sid,
+        friendly_name: Option<String>,
+        status: Option<AccountStatus>,
+        at: i64,
+    ) -> Result<Option<Account>>;
+
+    // API keys
+    async fn create_key(&self, key: ApiKey) -> Result<()>;
+    async fn key(&self, sid: Sid) -> Result<Option<ApiKey>>;
+    async fn keys(&self, account: Sid) -> Result<Vec<ApiKey>>;
+    async fn update_key(&self, sid: Sid, friendly_name: String, at: i64) -> Result<Option<ApiKey>>;
+    async fn delete_key(&self, sid: Sid) -> Result<bool>;
+
+    // Phone numbers
+    async fn create_number(&self, number: PhoneNumber) -> Result<()>;
+    async fn number(&self, sid: Sid) -> Result<Option<PhoneNumber>>;
+    async fn number_by_phone(&self, phone: &str) -> Result<Option<PhoneNumber>>;
+    async fn numbers(&self, account: Sid) -> Result<Vec<PhoneNumber>>;
+    async fn update_number(&self, sid: Sid, cfg: NumberConfig, at: i64)
+    -> Result<Option<PhoneNumber>>;
+    async fn delete_number(&self, sid: Sid) -> Result<bool>;
+
+    // Messaging services
+    async fn create_service(&self, service: MessagingService) -> Result<()>;
+    async fn service(&self, sid: Sid) -> Result<Option<MessagingService>>;
+    async fn services(&self, account: Sid) -> Result<Vec<MessagingService>>;
+    async fn update_service(
+        &self,
+        sid: Sid,
+        cfg: ServiceConfig,
+        at: i64,
+    ) -> Result<Option<MessagingService>>;
+    async fn delete_service(&self, sid: Sid) -> Result<bool>;
+    async fn add_service_number(&self, service: Sid, number: Sid, at: i64) -> Result<()>;
+    async fn remove_service_number(&self, service: Sid, number: Sid) -> Result<bool>;
+    /// The pool, in the order the numbers were added, with the time each was added.
+    async fn service_numbers(&self, service: Sid) -> Result<Vec<(PhoneNumber, i64)>>;
+    /// Increments and returns the service's round-robin counter.
+    async fn next_sender_counter(&self, service: Sid) -> Result<u64>;
+
+    // Messages
+    /// Writes a new message and its first jobs in one transaction.
+    async fn insert_message(&self, message: Message, jobs: Vec<NewJob>) -> Result<Vec<Job>>;
+    async fn message(&self, sid: Sid) -> Result<Option<Message>>;
+    async fn message_by_carrier_id(&self, carrier: &str, id: &str) -> Result<Option<Message>>;
+    async fn messages(&self, account: Sid, query: MessageQuery) -> Result<Page<Message>>;
+    /// Applies a status change if the message is still in `expected` status.
+    async fn transition(&self, t: Transition) -> Result<Vec<Job>>;
+    /// Applies many transitions in one call; each succeeds or fails on its own.
+    async fn transitions(&self, ts: Vec<Transition>) -> Result<Vec<Result<Vec<Job>>>>;
+    async fn redact_message(&self, sid: Sid, at: i64) -> Result<Option<Message>>;
+    async fn delete_message(&self, sid: Sid) -> Result<bool>;
+    /// Messages in one of `statuses` last changed before `updated_before`, oldest first.
+    async fn stale_messages(
+        &self,
+        statuses: &[MessageStatus],
+        updated_before: i64,
+        limit: u32,
+    ) -> Result<Vec<Message>>;
+
+    // Opt-outs (per account and handset)
+    async fn set_opt_out(&self, account: Sid, handset: &str, opted_out: bool, at: i64)
+    -> Result<()>;
+    async fn is_opted_out(&self, account: Sid, handset: &str) -> Result<bool>;
+
+    // Jobs
+    /// Every job not yet completed, in id order (to publish after a restart).
+    async fn pending_jobs(&self) -> Result<Vec<Job>>;
+    async fn complete_jobs(&self, ids: Vec<i64>) -> Result<()>;
+    /// Records a failed attempt and the time of the next one.
+    async fn retry_job(&self, id: i64, run_at: i64) -> Result<Option<Job>>;
+    /// Creates jobs outside a transition (webhooks for inbound messages…).
+    async fn insert_jobs(&self, jobs: Vec<NewJob>) -> Result<Vec<Job>>;
+}

@@ -1,0 +1,233 @@
+//! Records the store keeps. Times are milliseconds since the Unix epoch.
+
+use tern_bus::JobKind;
+use tern_types::{Direction, MessageStatus, Sid};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AccountStatus {
+    Active,
+    Suspended,
+    Closed,
+}
+
+impl AccountStatus {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            AccountStatus::Active => "active",
+            AccountStatus::Suspended => "suspended",
+            AccountStatus::Closed => "closed",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<AccountStatus> {
+        [AccountStatus::Active, AccountStatus::Suspended, AccountStatus::Closed]
+            .into_iter()
+            .find(|a| a.as_str() == s)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Account {
+    pub sid: Sid,
+    /// The owning account of a subaccount.
+    pub parent_sid: Option<Sid>,
+    pub friendly_name: String,
+    /// Kept retrievable because it is the HMAC key of webhook signatures.
+    pub auth_token: String,
+    pub status: AccountStatus,
+    pub created: i64,
+    pub updated: i64,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ApiKey {
+    pub sid: Sid,
+    pub account_sid: Sid,
+    pub friendly_name: String,
+    /// SHA-256 of the secret; the secret itself is shown once and never stored.
+    pub secret_hash: Vec<u8>,
+    pub created: i64,
+    pub updated: i64,
+}
+
+/// The configurable URLs of a phone number; `None` leaves a field unchanged on update.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct NumberConfig {
+    pub friendly_name: Option<String>,
+    pub sms_url: Option<String>,
+    pub sms_method: Option<String>,
+    pub sms_fallback_url: Option<String>,
+    pub sms_fallback_method: Option<String>,
+    pub status_callback: Option<String>,
+    pub status_callback_method: Option<String>,
+    pub voice_url: Option<String>,
+    pub voice_method: Option<String>,
+    pub voice_fallback_url: Option<String>,
+    pub voice_fallback_method: Option<String>,
+}
+
+impl NumberConfig {
+    /// Overlays the fields set in `update`.
+    pub fn merge(&mut self, update: NumberConfig) {
+        macro_rules! take {
+            ($($f:ident),*) => { $( if update.$f.is_some() { self.$f = update.$f; } )* };
+        }
+        take!(
+            friendly_name,
+            sms_url,
+            sms_method,
+            sms_fallback_url,
+            sms_fallback_method,
+            status_callback,
+            status_callback_method,
+            voice_url,
+            voice_method,
+            voice_fallback_url,
+            voice_fallback_method
+        );
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct PhoneNumber {
+    pub sid: Sid,
+    pub account_sid: Sid,
+    pub phone_number: String,
+    pub config: NumberConfig,
+    pub created: i64,
+    pub updated: i64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct ServiceConfig {
+    pub friendly_name: Option<String>,
+    pub status_callback: Option<String>,
+    pub inbound_request_url: Option<String>,
+    pub inbound_method: Option<String>,
+    pub fallback_url: Option<String>,
+    pub validity_period: Option<u32>,
+}
+
+impl ServiceConfig {
+    pub fn merge(&mut self, u: ServiceConfig) {
+        macro_rules! take {
+            ($($f:ident),*) => { $( if u.$f.is_some() { self.$f = u.$f; } )* };
+        }
+        take!(
+            friendly_name,
+            status_callback,
+            inbound_request_url,
+            inbound_method,
+            fallback_url,
+            validity_period
+        );
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct MessagingService {
+    pub sid: Sid,
+    pub account_sid: Sid,
+    pub config: ServiceConfig,
+    pub created: i64,
+    pub updated: i64,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Message {
+    pub sid: Sid,
+    pub account_sid: Sid,
+    pub messaging_service_sid: Option<Sid>,
+    pub direction: Direction,
+    /// `None` until a Messaging Service picks the sender.
+    pub from: Option<String>,
+    pub to: String,
+    pub body: String,
+    pub status: MessageStatus,
+    pub error_code: Option<u32>,
+    pub num_segments: u32,
+    pub num_media: u32,
+    pub status_callback: Option<String>,
+    pub validity_secs: u32,
+    pub send_at: Option<i64>,
+    pub carrier: Option<String>,
+    pub carrier_message_id: Option<String>,
+    pub raw_dlr_done_date: Option<String>,
+    pub provide_feedback: bool,
+    pub created: i64,
+    pub updated: i64,
+    pub sent: Option<i64>,
+}
+
+impl Message {
+    /// When the message's `ValidityPeriod` runs out.
+    pub fn expires_at(&self) -> i64 {
+        self.send_at.unwrap_or(self.created) + i64::from(self.validity_secs) * 1000
+    }
+}
+
+/// A job to write together with a state change.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewJob {
+    pub kind: JobKind,
+    pub subject: Sid,
+    pub run_at: i64,
+    pub payload: String,
+}
+
+/// A status change of one message, applied atomically with the jobs it causes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Transition {
+    pub sid: Sid,
+    /// The status the caller saw; the change applies only if it is still current.
+    pub expected: MessageStatus,
+    pub to: MessageStatus,
+    pub at: i64,
+    pub error_code: Option<u32>,
+    /// Sender chosen by a Messaging Service.
+    pub from: Option<String>,
+    /// Carrier id and the carrier's message id, once a carrier accepted it.
+    pub carrier: Option<(String, String)>,
+    pub raw_dlr_done_date: Option<String>,
+    /// Jobs to create.
+    pub jobs: Vec<NewJob>,
+    /// A job this change completes (deleted in the same transaction).
+    pub done_job: Option<i64>,
+}
+
+impl Transition {
+    pub fn new(sid: Sid, expected: MessageStatus, to: MessageStatus, at: i64) -> Self {
+        Transition {
+            sid,
+            expected,
+            to,
+            at,
+            error_code: None,
+            from: None,
+            carrier: None,
+            raw_dlr_done_date: None,
+            jobs: Vec::new(),
+            done_job: None,
+        }
+    }
+}
+
+/// Filters and paging of a message list. Results are newest first.
+#[derive(Debug, Clone, Default)]
+pub struct MessageQuery {
+    pub to: Option<String>,
+    pub from: Option<String>,
+    /// Inclusive bounds on the date sent (falling back to the date created), in ms.
+    pub sent_after: Option<i64>,
+    pub sent_before: Option<i64>,
+    /// Continue after this (created, sid) position.
+    pub after: Option<(i64, Sid)>,
+    pub limit: u32,
+}
+
+/// A page of a list query plus the position to continue from.
+#[derive(Debug, Clone)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    pub next: Option<(i64, Sid)>,
+}

@@ -62,7 +62,10 @@ impl InProcessQueue {
     pub fn new() -> Self {
         InProcessQueue {
             state: Mutex::new(State::default()),
-            ready_signal: JobKind::ALL.into_iter().map(|k| (k, Notify::new())).collect(),
+            ready_signal: JobKind::ALL
+                .into_iter()
+                .map(|k| (k, Notify::new()))
+                .collect(),
             timer_signal: Notify::new(),
         }
     }
@@ -135,7 +138,8 @@ impl Queue for InProcessQueue {
             for job in jobs {
                 if job.run_at > now {
                     delayed = true;
-                    st.delayed.push(Reverse((job.run_at, job.id, DelayedJob(job))));
+                    st.delayed
+                        .push(Reverse((job.run_at, job.id, DelayedJob(job))));
                 } else {
                     *counts.entry(job.kind).or_default() += 1;
                     st.ready.entry(job.kind).or_default().push_back(job);
@@ -170,7 +174,10 @@ impl Queue for InProcessQueue {
     fn depth(&self, kind: JobKind) -> usize {
         let st = self.lock();
         st.ready.get(&kind).map_or(0, |q| q.len())
-            + st.delayed.iter().filter(|Reverse((_, _, j))| j.0.kind == kind).count()
+            + st.delayed
+                .iter()
+                .filter(|Reverse((_, _, j))| j.0.kind == kind)
+                .count()
     }
 
     fn close(&self) {
@@ -202,7 +209,11 @@ mod tests {
     #[tokio::test]
     async fn ready_jobs_come_out_in_order_per_kind() {
         let q = InProcessQueue::new();
-        q.publish(vec![job(1, JobKind::Route, 0), job(2, JobKind::Webhook, 0), job(3, JobKind::Route, 0)]);
+        q.publish(vec![
+            job(1, JobKind::Route, 0),
+            job(2, JobKind::Webhook, 0),
+            job(3, JobKind::Route, 0),
+        ]);
         assert_eq!(q.next(JobKind::Route).await.unwrap().id, 1);
         assert_eq!(q.next(JobKind::Route).await.unwrap().id, 3);
         assert_eq!(q.next(JobKind::Webhook).await.unwrap().id, 2);

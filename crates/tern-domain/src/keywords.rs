@@ -26,7 +26,16 @@ impl Keyword {
 pub fn classify(body: &str) -> Option<Keyword> {
     let word = body.trim();
     let is = |list: &[&str]| list.iter().any(|k| word.eq_ignore_ascii_case(k));
-    if is(&["STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT", "OPTOUT", "REVOKE"]) {
+    if is(&[
+        "STOP",
+        "STOPALL",
+        "UNSUBSCRIBE",
+        "CANCEL",
+        "END",
+        "QUIT",
+        "OPTOUT",
+        "REVOKE",
+    ]) {
         Some(Keyword::OptOut)
     } else if is(&["START", "YES", "UNSTOP"]) {
         Some(Keyword::OptIn)

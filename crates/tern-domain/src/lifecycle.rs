@@ -74,7 +74,12 @@ mod tests {
 
     #[test]
     fn the_outbound_happy_path_is_legal() {
-        for (a, b) in [(Accepted, Queued), (Queued, Sending), (Sending, Sent), (Sent, Delivered)] {
+        for (a, b) in [
+            (Accepted, Queued),
+            (Queued, Sending),
+            (Sending, Sent),
+            (Sent, Delivered),
+        ] {
             assert_eq!(check_transition(a, b), Ok(()), "{a} -> {b}");
         }
         assert_eq!(check_transition(Scheduled, Queued), Ok(()));

@@ -58,16 +58,27 @@ pub struct SendError {
 }
 
 fn err(code: ErrorCode) -> SendError {
-    SendError { code, message: code.message().to_string() }
+    SendError {
+        code,
+        message: code.message().to_string(),
+    }
 }
 
 fn err_msg(code: ErrorCode, message: impl Into<String>) -> SendError {
-    SendError { code, message: message.into() }
+    SendError {
+        code,
+        message: message.into(),
+    }
 }
 
 /// Checks a callback URL the way Twilio does: absolute http(s), a host without underscores.
 pub fn check_callback_url(raw: &str) -> Result<String, SendError> {
-    let bad = || err_msg(ErrorCode::InvalidCallbackUrl, format!("The StatusCallback URL {raw} is not a valid URL."));
+    let bad = || {
+        err_msg(
+            ErrorCode::InvalidCallbackUrl,
+            format!("The StatusCallback URL {raw} is not a valid URL."),
+        )
+    };
     let url = url::Url::parse(raw).map_err(|_| bad())?;
     if !matches!(url.scheme(), "http" | "https") {
         return Err(bad());
@@ -86,7 +97,10 @@ fn non_empty(v: &Option<String>) -> Option<&str> {
 pub fn plan_send(p: &SendParams, now: DateTime<Utc>) -> Result<SendPlan, SendError> {
     let to = non_empty(&p.to).ok_or_else(|| err(ErrorCode::ToRequired))?;
     let to = E164::parse(to).map_err(|_| {
-        err_msg(ErrorCode::InvalidTo, format!("The 'To' number {to} is not a valid phone number."))
+        err_msg(
+            ErrorCode::InvalidTo,
+            format!("The 'To' number {to} is not a valid phone number."),
+        )
     })?;
 
     let service = match non_empty(&p.messaging_service_sid) {
@@ -98,7 +112,10 @@ pub fn plan_send(p: &SendParams, now: DateTime<Utc>) -> Result<SendPlan, SendErr
     };
     let from = match non_empty(&p.from) {
         Some(f) => Some(E164::parse(f).map_err(|_| {
-            err_msg(ErrorCode::InvalidFrom, format!("The 'From' number {f} is not a valid phone number."))
+            err_msg(
+                ErrorCode::InvalidFrom,
+                format!("The 'From' number {f} is not a valid phone number."),
+            )
         })?),
         None if service.is_some() => None,
         None => return Err(err(ErrorCode::FromRequired)),
@@ -112,15 +129,23 @@ pub fn plan_send(p: &SendParams, now: DateTime<Utc>) -> Result<SendPlan, SendErr
         return Err(err(ErrorCode::BodyTooLong));
     }
     if p.media_urls.len() > 10 {
-        return Err(err_msg(ErrorCode::InvalidParameter, "At most 10 MediaUrl values are allowed."));
+        return Err(err_msg(
+            ErrorCode::InvalidParameter,
+            "At most 10 MediaUrl values are allowed.",
+        ));
     }
     for m in &p.media_urls {
         check_callback_url(m).map_err(|_| {
-            err_msg(ErrorCode::InvalidParameter, format!("The MediaUrl {m} is not a valid URL."))
+            err_msg(
+                ErrorCode::InvalidParameter,
+                format!("The MediaUrl {m} is not a valid URL."),
+            )
         })?;
     }
 
-    let status_callback = non_empty(&p.status_callback).map(check_callback_url).transpose()?;
+    let status_callback = non_empty(&p.status_callback)
+        .map(check_callback_url)
+        .transpose()?;
 
     let validity_secs = match non_empty(&p.validity_period) {
         None => MAX_VALIDITY_SECS,
@@ -143,7 +168,10 @@ pub fn plan_send(p: &SendParams, now: DateTime<Utc>) -> Result<SendPlan, SendErr
             }
             let raw = non_empty(&p.send_at).ok_or_else(|| err(ErrorCode::SendAtRequired))?;
             let at = tern_types::time::parse_instant(raw).ok_or_else(|| {
-                err_msg(ErrorCode::SendAtOutOfRange, "SendAt must be an ISO 8601 date-time.")
+                err_msg(
+                    ErrorCode::SendAtOutOfRange,
+                    "SendAt must be an ISO 8601 date-time.",
+                )
             })?;
             let ahead = at - now;
             if ahead <= MIN_SCHEDULE_AHEAD || ahead > MAX_SCHEDULE_AHEAD {
@@ -159,7 +187,10 @@ pub fn plan_send(p: &SendParams, now: DateTime<Utc>) -> Result<SendPlan, SendErr
         Some(v) if v.eq_ignore_ascii_case("true") => true,
         Some(v) if v.eq_ignore_ascii_case("false") => false,
         Some(_) => {
-            return Err(err_msg(ErrorCode::InvalidParameter, "ProvideFeedback must be true or false."));
+            return Err(err_msg(
+                ErrorCode::InvalidParameter,
+                "ProvideFeedback must be true or false.",
+            ));
         }
     };
 
@@ -223,25 +254,70 @@ mod tests {
     #[test]
     fn errors_come_in_twilios_order() {
         assert_eq!(code(&SendParams::default()), ErrorCode::ToRequired);
-        assert_eq!(code(&SendParams { to: Some("12".into()), ..params() }), ErrorCode::InvalidTo);
-        assert_eq!(code(&SendParams { from: None, ..params() }), ErrorCode::FromRequired);
-        assert_eq!(code(&SendParams { from: Some("x".into()), ..params() }), ErrorCode::InvalidFrom);
-        assert_eq!(code(&SendParams { body: None, ..params() }), ErrorCode::BodyRequired);
         assert_eq!(
-            code(&SendParams { body: Some("a".repeat(1601)), ..params() }),
+            code(&SendParams {
+                to: Some("12".into()),
+                ..params()
+            }),
+            ErrorCode::InvalidTo
+        );
+        assert_eq!(
+            code(&SendParams {
+                from: None,
+                ..params()
+            }),
+            ErrorCode::FromRequired
+        );
+        assert_eq!(
+            code(&SendParams {
+                from: Some("x".into()),
+                ..params()
+            }),
+            ErrorCode::InvalidFrom
+        );
+        assert_eq!(
+            code(&SendParams {
+                body: None,
+                ..params()
+            }),
+            ErrorCode::BodyRequired
+        );
+        assert_eq!(
+            code(&SendParams {
+                body: Some("a".repeat(1601)),
+                ..params()
+            }),
             ErrorCode::BodyTooLong
         );
-        assert!(plan_send(&SendParams { body: Some("a".repeat(1600)), ..params() }, now()).is_ok());
+        assert!(
+            plan_send(
+                &SendParams {
+                    body: Some("a".repeat(1600)),
+                    ..params()
+                },
+                now()
+            )
+            .is_ok()
+        );
         assert_eq!(
-            code(&SendParams { status_callback: Some("ftp://x".into()), ..params() }),
+            code(&SendParams {
+                status_callback: Some("ftp://x".into()),
+                ..params()
+            }),
             ErrorCode::InvalidCallbackUrl
         );
         assert_eq!(
-            code(&SendParams { status_callback: Some("http://bad_host/cb".into()), ..params() }),
+            code(&SendParams {
+                status_callback: Some("http://bad_host/cb".into()),
+                ..params()
+            }),
             ErrorCode::InvalidCallbackUrl
         );
         assert_eq!(
-            code(&SendParams { validity_period: Some("0".into()), ..params() }),
+            code(&SendParams {
+                validity_period: Some("0".into()),
+                ..params()
+            }),
             ErrorCode::InvalidParameter
         );
     }
@@ -255,26 +331,54 @@ mod tests {
             send_at: Some("2026-01-01T01:00:00Z".into()),
             ..params()
         };
-        assert_eq!(plan_send(&sched, now()).unwrap().initial_status, MessageStatus::Scheduled);
         assert_eq!(
-            code(&SendParams { messaging_service_sid: None, ..sched.clone() }),
+            plan_send(&sched, now()).unwrap().initial_status,
+            MessageStatus::Scheduled
+        );
+        assert_eq!(
+            code(&SendParams {
+                messaging_service_sid: None,
+                ..sched.clone()
+            }),
             ErrorCode::ScheduleNeedsService
         );
-        assert_eq!(code(&SendParams { send_at: None, ..sched.clone() }), ErrorCode::SendAtRequired);
         assert_eq!(
-            code(&SendParams { send_at: Some("2026-01-01T00:04:00Z".into()), ..sched.clone() }),
+            code(&SendParams {
+                send_at: None,
+                ..sched.clone()
+            }),
+            ErrorCode::SendAtRequired
+        );
+        assert_eq!(
+            code(&SendParams {
+                send_at: Some("2026-01-01T00:04:00Z".into()),
+                ..sched.clone()
+            }),
             ErrorCode::SendAtOutOfRange
         );
         assert_eq!(
-            code(&SendParams { send_at: Some("2026-03-01T00:00:00Z".into()), ..sched.clone() }),
+            code(&SendParams {
+                send_at: Some("2026-03-01T00:00:00Z".into()),
+                ..sched.clone()
+            }),
             ErrorCode::SendAtOutOfRange
         );
         assert_eq!(
-            code(&SendParams { schedule_type: Some("later".into()), ..sched }),
+            code(&SendParams {
+                schedule_type: Some("later".into()),
+                ..sched
+            }),
             ErrorCode::InvalidScheduleType
         );
-        let with_service = SendParams { messaging_service_sid: Some(mg), from: None, ..params() };
-        assert_eq!(plan_send(&with_service, now()).unwrap().initial_status, MessageStatus::Accepted);
+        let with_service = SendParams {
+            messaging_service_sid: Some(mg),
+            from: None,
+            ..params()
+        };
+        assert_eq!(
+            plan_send(&with_service, now()).unwrap().initial_status,
+            MessageStatus::Accepted
+        );
     }
 
     #[test]

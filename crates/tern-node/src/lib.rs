@@ -1,1 +1,14 @@
+//! A Tern node: configuration and the messaging engine that turns accepted messages into
+//! carrier submissions, receipts into status changes, and status changes into webhooks.
 
+pub mod callbacks;
+pub mod config;
+pub mod engine;
+
+pub use config::Config;
+pub use engine::{Engine, EngineError};
+
+/// Milliseconds since the Unix epoch: the store's clock.
+pub fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}

@@ -65,10 +65,21 @@ async fn accounts_and_subaccounts(s: &dyn Store) {
     s.create_account(child.clone()).await.unwrap();
     assert_eq!(s.account(parent.sid).await.unwrap(), Some(parent.clone()));
     assert_eq!(s.first_account().await.unwrap().unwrap().sid, parent.sid);
-    assert_eq!(s.subaccounts(parent.sid).await.unwrap(), vec![child.clone()]);
-    let upd = s.update_account(child.sid, None, Some(AccountStatus::Suspended), 5).await.unwrap();
+    assert_eq!(
+        s.subaccounts(parent.sid).await.unwrap(),
+        vec![child.clone()]
+    );
+    let upd = s
+        .update_account(child.sid, None, Some(AccountStatus::Suspended), 5)
+        .await
+        .unwrap();
     assert_eq!(upd.unwrap().status, AccountStatus::Suspended);
-    assert!(s.update_account(Sid::generate(SidPrefix::Account), None, None, 5).await.unwrap().is_none());
+    assert!(
+        s.update_account(Sid::generate(SidPrefix::Account), None, None, 5)
+            .await
+            .unwrap()
+            .is_none()
+    );
 }
 
 async fn numbers_are_unique(s: &dyn Store) {
@@ -83,12 +94,28 @@ async fn numbers_are_unique(s: &dyn Store) {
         updated: 1,
     };
     s.create_number(n.clone()).await.unwrap();
-    let dup = PhoneNumber { sid: Sid::generate(SidPrefix::PhoneNumber), ..n.clone() };
-    assert!(matches!(s.create_number(dup).await, Err(StoreError::Conflict(_))));
-    let cfg = NumberConfig { sms_url: Some("http://x/sms".into()), ..Default::default() };
+    let dup = PhoneNumber {
+        sid: Sid::generate(SidPrefix::PhoneNumber),
+        ..n.clone()
+    };
+    assert!(matches!(
+        s.create_number(dup).await,
+        Err(StoreError::Conflict(_))
+    ));
+    let cfg = NumberConfig {
+        sms_url: Some("http://x/sms".into()),
+        ..Default::default()
+    };
     let upd = s.update_number(n.sid, cfg, 2).await.unwrap().unwrap();
     assert_eq!(upd.config.sms_url.as_deref(), Some("http://x/sms"));
-    assert_eq!(s.number_by_phone("+14155550999").await.unwrap().unwrap().sid, n.sid);
+    assert_eq!(
+        s.number_by_phone("+14155550999")
+            .await
+            .unwrap()
+            .unwrap()
+            .sid,
+        n.sid
+    );
     assert!(s.delete_number(n.sid).await.unwrap());
     assert!(s.number(n.sid).await.unwrap().is_none());
 }
@@ -97,20 +124,42 @@ async fn message_and_first_job_commit_together(s: &dyn Store) {
     let a = account(None);
     s.create_account(a.clone()).await.unwrap();
     let m = message(a.sid, 10, "+14155552671");
-    let job = NewJob { kind: JobKind::Route, subject: m.sid, run_at: 10, payload: String::new() };
+    let job = NewJob {
+        kind: JobKind::Route,
+        subject: m.sid,
+        run_at: 10,
+        payload: String::new(),
+    };
     let jobs = s.insert_message(m.clone(), vec![job]).await.unwrap();
     assert_eq!(jobs.len(), 1);
     assert_eq!(s.message(m.sid).await.unwrap(), Some(m.clone()));
-    assert!(s.pending_jobs().await.unwrap().iter().any(|j| j.id == jobs[0].id));
+    assert!(
+        s.pending_jobs()
+            .await
+            .unwrap()
+            .iter()
+            .any(|j| j.id == jobs[0].id)
+    );
     // A duplicate SID fails and leaves no job behind.
     let before = s.pending_jobs().await.unwrap().len();
-    let dup = NewJob { kind: JobKind::Route, subject: m.sid, run_at: 10, payload: String::new() };
+    let dup = NewJob {
+        kind: JobKind::Route,
+        subject: m.sid,
+        run_at: 10,
+        payload: String::new(),
+    };
     assert!(s.insert_message(m.clone(), vec![dup]).await.is_err());
     assert_eq!(s.pending_jobs().await.unwrap().len(), before);
     let retried = s.retry_job(jobs[0].id, 99).await.unwrap().unwrap();
     assert_eq!((retried.attempts, retried.run_at), (1, 99));
     s.complete_jobs(vec![jobs[0].id]).await.unwrap();
-    assert!(!s.pending_jobs().await.unwrap().iter().any(|j| j.id == jobs[0].id));
+    assert!(
+        !s.pending_jobs()
+            .await
+            .unwrap()
+            .iter()
+            .any(|j| j.id == jobs[0].id)
+    );
 }
 
 async fn transitions_are_compare_and_set(s: &dyn Store) {
@@ -120,27 +169,53 @@ async fn transitions_are_compare_and_set(s: &dyn Store) {
     let jobs = s
         .insert_message(
             m.clone(),
-            vec![NewJob { kind: JobKind::Route, subject: m.sid, run_at: 0, payload: String::new() }],
+            vec![NewJob {
+                kind: JobKind::Route,
+                subject: m.sid,
+                run_at: 0,
+                payload: String::new(),
+            }],
         )
         .await
         .unwrap();
     let mut t = Transition::new(m.sid, MessageStatus::Queued, MessageStatus::Sending, 20);
     t.done_job = Some(jobs[0].id);
-    t.jobs.push(NewJob { kind: JobKind::Webhook, subject: m.sid, run_at: 0, payload: "{}".into() });
+    t.jobs.push(NewJob {
+        kind: JobKind::Webhook,
+        subject: m.sid,
+        run_at: 0,
+        payload: "{}".into(),
+    });
     let created = s.transition(t.clone()).await.unwrap();
     assert_eq!(created.len(), 1);
     // The same change again finds the message already moved on.
-    assert!(matches!(s.transition(t).await, Err(StoreError::StaleStatus(MessageStatus::Sending))));
+    assert!(matches!(
+        s.transition(t).await,
+        Err(StoreError::StaleStatus(MessageStatus::Sending))
+    ));
     let mut sent = Transition::new(m.sid, MessageStatus::Sending, MessageStatus::Sent, 30);
     sent.carrier = Some(("sim".into(), "abc".into()));
     let results = s.transitions(vec![sent.clone(), sent]).await.unwrap();
     assert!(results[0].is_ok());
     assert!(results[1].is_err());
-    let got = s.message_by_carrier_id("sim", "abc").await.unwrap().unwrap();
+    let got = s
+        .message_by_carrier_id("sim", "abc")
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!((got.status, got.sent), (MessageStatus::Sent, Some(20)));
-    let stale = s.stale_messages(&[MessageStatus::Sent], 31, 10).await.unwrap();
+    let stale = s
+        .stale_messages(&[MessageStatus::Sent], 31, 10)
+        .await
+        .unwrap();
     assert!(stale.iter().any(|x| x.sid == m.sid));
-    assert!(s.stale_messages(&[MessageStatus::Sent], 30, 10).await.unwrap().iter().all(|x| x.sid != m.sid));
+    assert!(
+        s.stale_messages(&[MessageStatus::Sent], 30, 10)
+            .await
+            .unwrap()
+            .iter()
+            .all(|x| x.sid != m.sid)
+    );
     let red = s.redact_message(m.sid, 40).await.unwrap().unwrap();
     assert_eq!(red.body, "");
     assert!(s.delete_message(m.sid).await.unwrap());
@@ -152,13 +227,20 @@ async fn listing_pages_newest_first_with_filters(s: &dyn Store) {
     s.create_account(a.clone()).await.unwrap();
     let mut sids = Vec::new();
     for i in 0..5 {
-        let to = if i % 2 == 0 { "+14155552671" } else { "+14155552672" };
+        let to = if i % 2 == 0 {
+            "+14155552671"
+        } else {
+            "+14155552672"
+        };
         let m = message(a.sid, 100 + i, to);
         sids.push(m.sid);
         s.insert_message(m, vec![]).await.unwrap();
     }
     let mut seen = Vec::new();
-    let mut q = MessageQuery { limit: 2, ..Default::default() };
+    let mut q = MessageQuery {
+        limit: 2,
+        ..Default::default()
+    };
     loop {
         let page = s.messages(a.sid, q.clone()).await.unwrap();
         seen.extend(page.items.iter().map(|m| m.sid));
@@ -169,16 +251,31 @@ async fn listing_pages_newest_first_with_filters(s: &dyn Store) {
     }
     sids.reverse();
     assert_eq!(seen, sids);
-    let q = MessageQuery { to: Some("+14155552672".into()), limit: 50, ..Default::default() };
+    let q = MessageQuery {
+        to: Some("+14155552672".into()),
+        limit: 50,
+        ..Default::default()
+    };
     assert_eq!(s.messages(a.sid, q).await.unwrap().items.len(), 2);
-    let q = MessageQuery { sent_after: Some(103), limit: 50, ..Default::default() };
+    let q = MessageQuery {
+        sent_after: Some(103),
+        limit: 50,
+        ..Default::default()
+    };
     assert_eq!(s.messages(a.sid, q).await.unwrap().items.len(), 2);
-    let q = MessageQuery { sent_before: Some(101), limit: 50, ..Default::default() };
+    let q = MessageQuery {
+        sent_before: Some(101),
+        limit: 50,
+        ..Default::default()
+    };
     assert_eq!(s.messages(a.sid, q).await.unwrap().items.len(), 2);
     // Another account sees none of them.
     let other = account(None);
     s.create_account(other.clone()).await.unwrap();
-    let q = MessageQuery { limit: 50, ..Default::default() };
+    let q = MessageQuery {
+        limit: 50,
+        ..Default::default()
+    };
     assert!(s.messages(other.sid, q).await.unwrap().items.is_empty());
 }
 
@@ -189,7 +286,9 @@ async fn opt_outs_toggle(s: &dyn Store) {
     s.set_opt_out(a.sid, "+14155552671", true, 1).await.unwrap();
     s.set_opt_out(a.sid, "+14155552671", true, 2).await.unwrap();
     assert!(s.is_opted_out(a.sid, "+14155552671").await.unwrap());
-    s.set_opt_out(a.sid, "+14155552671", false, 3).await.unwrap();
+    s.set_opt_out(a.sid, "+14155552671", false, 3)
+        .await
+        .unwrap();
     assert!(!s.is_opted_out(a.sid, "+14155552671").await.unwrap());
 }
 
@@ -199,7 +298,10 @@ async fn services_pool_and_round_robin(s: &dyn Store) {
     let svc = MessagingService {
         sid: Sid::generate(SidPrefix::MessagingService),
         account_sid: a.sid,
-        config: ServiceConfig { friendly_name: Some("svc".into()), ..Default::default() },
+        config: ServiceConfig {
+            friendly_name: Some("svc".into()),
+            ..Default::default()
+        },
         created: 1,
         updated: 1,
     };
@@ -214,7 +316,10 @@ async fn services_pool_and_round_robin(s: &dyn Store) {
     };
     s.create_number(n.clone()).await.unwrap();
     s.add_service_number(svc.sid, n.sid, 2).await.unwrap();
-    assert!(matches!(s.add_service_number(svc.sid, n.sid, 2).await, Err(StoreError::Conflict(_))));
+    assert!(matches!(
+        s.add_service_number(svc.sid, n.sid, 2).await,
+        Err(StoreError::Conflict(_))
+    ));
     assert_eq!(s.service_numbers(svc.sid).await.unwrap()[0].0.sid, n.sid);
     assert_eq!(s.next_sender_counter(svc.sid).await.unwrap(), 0);
     assert_eq!(s.next_sender_counter(svc.sid).await.unwrap(), 1);

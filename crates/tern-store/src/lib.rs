@@ -66,8 +66,12 @@ pub trait Store: Send + Sync + 'static {
     async fn number(&self, sid: Sid) -> Result<Option<PhoneNumber>>;
     async fn number_by_phone(&self, phone: &str) -> Result<Option<PhoneNumber>>;
     async fn numbers(&self, account: Sid) -> Result<Vec<PhoneNumber>>;
-    async fn update_number(&self, sid: Sid, cfg: NumberConfig, at: i64)
-    -> Result<Option<PhoneNumber>>;
+    async fn update_number(
+        &self,
+        sid: Sid,
+        cfg: NumberConfig,
+        at: i64,
+    ) -> Result<Option<PhoneNumber>>;
     async fn delete_number(&self, sid: Sid) -> Result<bool>;
 
     // Messaging services
@@ -109,8 +113,13 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Vec<Message>>;
 
     // Opt-outs (per account and handset)
-    async fn set_opt_out(&self, account: Sid, handset: &str, opted_out: bool, at: i64)
-    -> Result<()>;
+    async fn set_opt_out(
+        &self,
+        account: Sid,
+        handset: &str,
+        opted_out: bool,
+        at: i64,
+    ) -> Result<()>;
     async fn is_opted_out(&self, account: Sid, handset: &str) -> Result<bool>;
 
     // Jobs

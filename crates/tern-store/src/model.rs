@@ -20,9 +20,13 @@ impl AccountStatus {
     }
 
     pub fn parse(s: &str) -> Option<AccountStatus> {
-        [AccountStatus::Active, AccountStatus::Suspended, AccountStatus::Closed]
-            .into_iter()
-            .find(|a| a.as_str() == s)
+        [
+            AccountStatus::Active,
+            AccountStatus::Suspended,
+            AccountStatus::Closed,
+        ]
+        .into_iter()
+        .find(|a| a.as_str() == s)
     }
 }
 

@@ -136,7 +136,9 @@ impl ErrorCode {
             ErrorCode::InvalidPhoneNumber => "This phone number is invalid.",
             ErrorCode::PhoneNumberUnavailable => "This phone number is not available.",
             ErrorCode::BodyRequired => "Message body is required.",
-            ErrorCode::FromRequired => "A 'From' phone number or a MessagingServiceSid is required.",
+            ErrorCode::FromRequired => {
+                "A 'From' phone number or a MessagingServiceSid is required."
+            }
             ErrorCode::ToRequired => "A 'To' phone number is required.",
             ErrorCode::FromNotOwned => {
                 "The 'From' phone number is not a valid, SMS-capable inbound phone number or short code for your account."

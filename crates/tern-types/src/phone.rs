@@ -65,9 +65,18 @@ mod tests {
 
     #[test]
     fn accepts_valid_international_numbers() {
-        assert_eq!(E164::parse("+14155552671").unwrap().as_str(), "+14155552671");
-        assert_eq!(E164::parse("+44 20 7946 0958").unwrap().as_str(), "+442079460958");
-        assert_eq!(E164::parse("+14155552671").unwrap().country().as_deref(), Some("US"));
+        assert_eq!(
+            E164::parse("+14155552671").unwrap().as_str(),
+            "+14155552671"
+        );
+        assert_eq!(
+            E164::parse("+44 20 7946 0958").unwrap().as_str(),
+            "+442079460958"
+        );
+        assert_eq!(
+            E164::parse("+14155552671").unwrap().country().as_deref(),
+            Some("US")
+        );
     }
 
     #[test]

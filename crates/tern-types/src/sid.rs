@@ -151,15 +151,25 @@ mod tests {
         let s = sid.as_str();
         assert_eq!(s.len(), 34);
         assert!(s.starts_with("SM"));
-        assert!(s[2..].bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')));
+        assert!(
+            s[2..]
+                .bytes()
+                .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+        );
         assert_ne!(sid, Sid::generate(SidPrefix::Message));
     }
 
     #[test]
     fn parse_rejects_wrong_shapes() {
         assert_eq!("SM123".parse::<Sid>(), Err(SidError::Length));
-        assert_eq!(format!("XX{}", "a".repeat(32)).parse::<Sid>(), Err(SidError::Prefix));
-        assert_eq!(format!("SM{}", "g".repeat(32)).parse::<Sid>(), Err(SidError::Hex));
+        assert_eq!(
+            format!("XX{}", "a".repeat(32)).parse::<Sid>(),
+            Err(SidError::Prefix)
+        );
+        assert_eq!(
+            format!("SM{}", "g".repeat(32)).parse::<Sid>(),
+            Err(SidError::Hex)
+        );
         assert_eq!(
             Sid::parse_as(&format!("SM{}", "a".repeat(32)), SidPrefix::Account),
             Err(SidError::Prefix)

@@ -88,9 +88,13 @@ impl Direction {
     }
 
     pub fn parse(s: &str) -> Option<Direction> {
-        [Direction::Inbound, Direction::OutboundApi, Direction::OutboundReply]
-            .into_iter()
-            .find(|d| d.as_str() == s)
+        [
+            Direction::Inbound,
+            Direction::OutboundApi,
+            Direction::OutboundReply,
+        ]
+        .into_iter()
+        .find(|d| d.as_str() == s)
     }
 }
 

@@ -24,7 +24,9 @@ pub fn parse_day(s: &str) -> Option<NaiveDate> {
 
 /// Parses an ISO 8601 / RFC 3339 instant (`SendAt`).
 pub fn parse_instant(s: &str) -> Option<DateTime<Utc>> {
-    DateTime::parse_from_rfc3339(s).ok().map(|t| t.with_timezone(&Utc))
+    DateTime::parse_from_rfc3339(s)
+        .ok()
+        .map(|t| t.with_timezone(&Utc))
 }
 
 #[cfg(test)]

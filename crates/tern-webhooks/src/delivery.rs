@@ -22,7 +22,10 @@ pub struct WebhookRequest {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Attempt {
     /// The receiver answered 2xx.
-    Delivered { content_type: Option<String>, body: Vec<u8> },
+    Delivered {
+        content_type: Option<String>,
+        body: Vec<u8>,
+    },
     /// Worth retrying: connection failure, timeout, 5xx or 429.
     Retry(String),
     /// Retrying cannot help: a 4xx other than 429, or a URL we cannot send to.
@@ -64,16 +67,24 @@ impl WebhookClient {
             (url, sig, None)
         } else {
             let sig = crate::signature::sign_form(auth_token, &req.url, &req.params);
-            let body = form_urlencoded::Serializer::new(String::new()).extend_pairs(req.params.iter()).finish();
+            let body = form_urlencoded::Serializer::new(String::new())
+                .extend_pairs(req.params.iter())
+                .finish();
             (req.url.clone(), sig, Some(body))
         };
-        let mut builder = if get { self.http.get(&url) } else { self.http.post(&url) };
+        let mut builder = if get {
+            self.http.get(&url)
+        } else {
+            self.http.post(&url)
+        };
         builder = builder
             .header("X-Twilio-Signature", signature)
             .header("I-Twilio-Idempotency-Token", &req.idempotency_token)
             .header("Accept", "*/*");
         if let Some(body) = body {
-            builder = builder.header("Content-Type", "application/x-www-form-urlencoded").body(body);
+            builder = builder
+                .header("Content-Type", "application/x-www-form-urlencoded")
+                .body(body);
         }
         let resp = match builder.send().await {
             Ok(r) => r,
@@ -101,7 +112,11 @@ impl WebhookClient {
 
 async fn read_limited(mut resp: reqwest::Response) -> Result<Vec<u8>, String> {
     let mut body = Vec::new();
-    while let Some(chunk) = resp.chunk().await.map_err(|e| format!("reading response: {e}"))? {
+    while let Some(chunk) = resp
+        .chunk()
+        .await
+        .map_err(|e| format!("reading response: {e}"))?
+    {
         if body.len() + chunk.len() > MAX_RESPONSE_BYTES {
             return Err("response body too large".into());
         }
@@ -113,7 +128,9 @@ async fn read_limited(mut resp: reqwest::Response) -> Result<Vec<u8>, String> {
 /// Delay before retry number `attempt` (1-based): exponential from 1 s, capped at 60 s,
 /// with full jitter so receivers that come back are not hit by every retry at once.
 pub fn backoff(attempt: u32) -> Duration {
-    let cap_ms = 1000u64.saturating_mul(1 << attempt.saturating_sub(1).min(6)).min(60_000);
+    let cap_ms = 1000u64
+        .saturating_mul(1 << attempt.saturating_sub(1).min(6))
+        .min(60_000);
     let ms = rand::rng().random_range(cap_ms / 2..=cap_ms);
     Duration::from_millis(ms)
 }
@@ -142,9 +159,23 @@ mod tests {
             axum::routing::any(move |headers: axum::http::HeaderMap, body: String| {
                 let s = s.clone();
                 async move {
-                    let h = |n: &str| headers.get(n).and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
-                    s.lock().unwrap().push((h("x-twilio-signature"), h("i-twilio-idempotency-token"), body));
-                    (axum::http::StatusCode::from_u16(status).unwrap(), [("content-type", "text/xml")], "<Response/>")
+                    let h = |n: &str| {
+                        headers
+                            .get(n)
+                            .and_then(|v| v.to_str().ok())
+                            .unwrap_or("")
+                            .to_string()
+                    };
+                    s.lock().unwrap().push((
+                        h("x-twilio-signature"),
+                        h("i-twilio-idempotency-token"),
+                        body,
+                    ));
+                    (
+                        axum::http::StatusCode::from_u16(status).unwrap(),
+                        [("content-type", "text/xml")],
+                        "<Response/>",
+                    )
                 }
             }),
         );
@@ -158,7 +189,10 @@ mod tests {
         WebhookRequest {
             url,
             method: "POST".into(),
-            params: vec![("MessageSid".into(), "SM1".into()), ("Body".into(), "a b&c".into())],
+            params: vec![
+                ("MessageSid".into(), "SM1".into()),
+                ("Body".into(), "a b&c".into()),
+            ],
             idempotency_token: "tok-1".into(),
         }
     }
@@ -172,19 +206,35 @@ mod tests {
         assert!(matches!(got, Attempt::Delivered { ref body, .. } if body == b"<Response/>"));
         let (sig, token, body) = seen.lock().unwrap()[0].clone();
         assert_eq!(token, "tok-1");
-        let params: Vec<(String, String)> = form_urlencoded::parse(body.as_bytes()).into_owned().collect();
+        let params: Vec<(String, String)> = form_urlencoded::parse(body.as_bytes())
+            .into_owned()
+            .collect();
         assert_eq!(params, req.params);
-        assert!(crate::signature::validate_form("secret", &url, &params, &sig));
+        assert!(crate::signature::validate_form(
+            "secret", &url, &params, &sig
+        ));
     }
 
     #[tokio::test]
     async fn failures_are_classified() {
-        let client = WebhookClient::new(Duration::from_millis(500), Duration::from_secs(2)).unwrap();
+        let client =
+            WebhookClient::new(Duration::from_millis(500), Duration::from_secs(2)).unwrap();
         let (url, _) = receiver(503).await;
-        assert!(matches!(client.attempt(&request(url), "t").await, Attempt::Retry(_)));
+        assert!(matches!(
+            client.attempt(&request(url), "t").await,
+            Attempt::Retry(_)
+        ));
         let (url, _) = receiver(404).await;
-        assert!(matches!(client.attempt(&request(url), "t").await, Attempt::Rejected(_)));
+        assert!(matches!(
+            client.attempt(&request(url), "t").await,
+            Attempt::Rejected(_)
+        ));
         // Nothing listens on port 9 of loopback.
-        assert!(matches!(client.attempt(&request("http://127.0.0.1:9/x".into()), "t").await, Attempt::Retry(_)));
+        assert!(matches!(
+            client
+                .attempt(&request("http://127.0.0.1:9/x".into()), "t")
+                .await,
+            Attempt::Retry(_)
+        ));
     }
 }

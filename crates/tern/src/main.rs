@@ -1,1 +1,44 @@
-fn main() {}
+//! `tern`: run a node on the embedded default (`tern up`) or measure one (`tern bench`).
+
+mod bench;
+mod up;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "tern",
+    version,
+    about = "Tern: a self-hosted, Twilio-compatible communications platform"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run one node on the embedded default: SQLite, in-process queue, simulated carrier.
+    Up(up::UpArgs),
+    /// Measure a running node.
+    #[command(subcommand)]
+    Bench(bench::BenchCommand),
+}
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    match cli.command {
+        Command::Up(args) => runtime.block_on(up::run(args)),
+        Command::Bench(cmd) => runtime.block_on(bench::run(cmd)),
+    }
+}

@@ -35,12 +35,18 @@ pub struct SimConfig {
 
 impl Default for SimConfig {
     fn default() -> Self {
-        SimConfig { receipt_delay_ms: 200, rules: Vec::new() }
+        SimConfig {
+            receipt_delay_ms: 200,
+            rules: Vec::new(),
+        }
     }
 }
 
 impl SimConfig {
     pub fn rule_for(&self, to: &str) -> Option<&SimRule> {
-        self.rules.iter().filter(|r| to.starts_with(&r.prefix)).max_by_key(|r| r.prefix.len())
+        self.rules
+            .iter()
+            .filter(|r| to.starts_with(&r.prefix))
+            .max_by_key(|r| r.prefix.len())
     }
 }

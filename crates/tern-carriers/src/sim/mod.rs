@@ -21,19 +21,31 @@ pub struct SimCarrier {
 }
 
 impl SimCarrier {
-    pub fn new(id: impl Into<String>, config: SimConfig, events: mpsc::UnboundedSender<CarrierEvent>) -> Self {
-        SimCarrier { id: id.into(), config: Arc::new(config), events }
+    pub fn new(
+        id: impl Into<String>,
+        config: SimConfig,
+        events: mpsc::UnboundedSender<CarrierEvent>,
+    ) -> Self {
+        SimCarrier {
+            id: id.into(),
+            config: Arc::new(config),
+            events,
+        }
     }
 
     /// The receipt this carrier gives a message to `to`.
     fn receipt_for(&self, carrier_message_id: String, to: &str) -> Receipt {
         let outcome = match self.config.rule_for(to) {
-            Some(SimRule { outcome: SimOutcome::Undelivered, error_code, .. }) => {
-                ReceiptOutcome::Undelivered(error_code.unwrap_or(30003))
-            }
-            Some(SimRule { outcome: SimOutcome::Failed, error_code, .. }) => {
-                ReceiptOutcome::Failed(error_code.unwrap_or(30008))
-            }
+            Some(SimRule {
+                outcome: SimOutcome::Undelivered,
+                error_code,
+                ..
+            }) => ReceiptOutcome::Undelivered(error_code.unwrap_or(30003)),
+            Some(SimRule {
+                outcome: SimOutcome::Failed,
+                error_code,
+                ..
+            }) => ReceiptOutcome::Failed(error_code.unwrap_or(30008)),
             _ => ReceiptOutcome::Delivered,
         };
         Receipt {
@@ -46,7 +58,12 @@ impl SimCarrier {
 
     /// A handset sends a message to one of our numbers through this carrier.
     pub fn originate(&self, from: String, to: String, body: String) -> InboundSms {
-        InboundSms { carrier: self.id.clone(), from, to, body }
+        InboundSms {
+            carrier: self.id.clone(),
+            from,
+            to,
+            body,
+        }
     }
 }
 
@@ -57,7 +74,12 @@ impl Carrier for SimCarrier {
     }
 
     async fn submit(&self, sms: &OutboundSms) -> Result<String, SubmitError> {
-        if let Some(SimRule { outcome: SimOutcome::Rejected, error_code, .. }) = self.config.rule_for(&sms.to) {
+        if let Some(SimRule {
+            outcome: SimOutcome::Rejected,
+            error_code,
+            ..
+        }) = self.config.rule_for(&sms.to)
+        {
             return Err(SubmitError::Permanent {
                 code: error_code.unwrap_or(30007),
                 reason: "rejected by the simulated carrier".into(),
@@ -103,14 +125,25 @@ mod tests {
         let config = SimConfig {
             receipt_delay_ms: 1,
             rules: vec![
-                SimRule { prefix: "+1415555012".into(), outcome: SimOutcome::Undelivered, error_code: Some(30005) },
-                SimRule { prefix: "+1212".into(), outcome: SimOutcome::Rejected, error_code: None },
+                SimRule {
+                    prefix: "+1415555012".into(),
+                    outcome: SimOutcome::Undelivered,
+                    error_code: Some(30005),
+                },
+                SimRule {
+                    prefix: "+1212".into(),
+                    outcome: SimOutcome::Rejected,
+                    error_code: None,
+                },
             ],
         };
         let sim = SimCarrier::new("sim", config, tx);
         let ok = sim.submit(&sms("+14155552671")).await.unwrap();
         let bad = sim.submit(&sms("+14155550123")).await.unwrap();
-        assert!(matches!(sim.submit(&sms("+12125550123")).await, Err(SubmitError::Permanent { code: 30007, .. })));
+        assert!(matches!(
+            sim.submit(&sms("+12125550123")).await,
+            Err(SubmitError::Permanent { code: 30007, .. })
+        ));
         let mut got = Vec::new();
         for _ in 0..2 {
             if let Some(CarrierEvent::Receipt(r)) = rx.recv().await {
@@ -118,6 +151,12 @@ mod tests {
             }
         }
         got.sort_by_key(|(id, _)| if *id == ok { 0 } else { 1 });
-        assert_eq!(got, vec![(ok, ReceiptOutcome::Delivered), (bad, ReceiptOutcome::Undelivered(30005))]);
+        assert_eq!(
+            got,
+            vec![
+                (ok, ReceiptOutcome::Delivered),
+                (bad, ReceiptOutcome::Undelivered(30005))
+            ]
+        );
     }
 }

@@ -54,21 +54,23 @@ fn map_sql(e: rusqlite::Error) -> StoreError {
 
 fn open(path: &Path) -> Result<Connection> {
     let conn = Connection::open(path).map_err(map_sql)?;
-    conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(map_sql)?;
-    conn.execute_batch(
-        "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON;",
-    )
-    .map_err(map_sql)?;
+    conn.busy_timeout(std::time::Duration::from_secs(5))
+        .map_err(map_sql)?;
+    conn.execute_batch("PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON;")
+        .map_err(map_sql)?;
     conn.set_prepared_statement_cache_capacity(64);
     Ok(conn)
 }
 
 fn migrate(conn: &Connection) -> Result<()> {
-    let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).map_err(map_sql)?;
+    let version: i64 = conn
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .map_err(map_sql)?;
     for (i, sql) in MIGRATIONS.iter().enumerate().skip(version.max(0) as usize) {
         let tx = conn.unchecked_transaction().map_err(map_sql)?;
         tx.execute_batch(sql).map_err(map_sql)?;
-        tx.execute_batch(&format!("PRAGMA user_version = {}", i + 1)).map_err(map_sql)?;
+        tx.execute_batch(&format!("PRAGMA user_version = {}", i + 1))
+            .map_err(map_sql)?;
         tx.commit().map_err(map_sql)?;
         tracing::info!(migration = i + 1, "applied store migration");
     }
@@ -104,7 +106,9 @@ impl SqliteStore {
     pub fn open(path: &Path) -> Result<SqliteStore> {
         let conn = open(path)?;
         migrate(&conn)?;
-        let readers = (0..READERS).map(|_| open(path).map(Mutex::new)).collect::<Result<Vec<_>>>()?;
+        let readers = (0..READERS)
+            .map(|_| open(path).map(Mutex::new))
+            .collect::<Result<Vec<_>>>()?;
         let (tx, rx) = mpsc::channel::<WriteOp>();
         let handle = std::thread::Builder::new()
             .name("tern-sqlite-writer".into())
@@ -150,8 +154,11 @@ impl SqliteStore {
             .as_ref()
             .cloned()
             .ok_or_else(|| StoreError::Unavailable("store closed".into()))?;
-        sender.send(op).map_err(|_| StoreError::Unavailable("writer stopped".into()))?;
-        rx.await.map_err(|_| StoreError::Unavailable("writer stopped".into()))?
+        sender
+            .send(op)
+            .map_err(|_| StoreError::Unavailable("writer stopped".into()))?;
+        rx.await
+            .map_err(|_| StoreError::Unavailable("writer stopped".into()))?
     }
 
     async fn read<T: Send + 'static>(
@@ -195,8 +202,13 @@ fn insert_jobs(conn: &Connection, jobs: Vec<NewJob>) -> Result<Vec<Job>> {
         .map_err(map_sql)?;
     jobs.into_iter()
         .map(|j| {
-            stmt.execute(params![j.kind.as_str(), j.subject.as_str(), j.run_at, j.payload])
-                .map_err(map_sql)?;
+            stmt.execute(params![
+                j.kind.as_str(),
+                j.subject.as_str(),
+                j.run_at,
+                j.payload
+            ])
+            .map_err(map_sql)?;
             Ok(Job {
                 id: conn.last_insert_rowid(),
                 kind: j.kind,
@@ -288,7 +300,12 @@ impl Store for SqliteStore {
 
     async fn account(&self, sid: Sid) -> Result<Option<Account>> {
         self.read(move |c| {
-            query_opt(c, &format!("SELECT {ACCOUNT_COLS} FROM accounts WHERE sid = ?1"), [sid.as_str()], account_row)
+            query_opt(
+                c,
+                &format!("SELECT {ACCOUNT_COLS} FROM accounts WHERE sid = ?1"),
+                [sid.as_str()],
+                account_row,
+            )
         })
         .await
     }
@@ -331,7 +348,12 @@ impl Store for SqliteStore {
                 params![sid.as_str(), friendly_name, status.map(|s| s.as_str()), at],
             )
             .map_err(map_sql)?;
-            query_opt(c, &format!("SELECT {ACCOUNT_COLS} FROM accounts WHERE sid = ?1"), [sid.as_str()], account_row)
+            query_opt(
+                c,
+                &format!("SELECT {ACCOUNT_COLS} FROM accounts WHERE sid = ?1"),
+                [sid.as_str()],
+                account_row,
+            )
         })
         .await
     }
@@ -351,7 +373,12 @@ impl Store for SqliteStore {
 
     async fn key(&self, sid: Sid) -> Result<Option<ApiKey>> {
         self.read(move |c| {
-            query_opt(c, &format!("SELECT {KEY_COLS} FROM api_keys WHERE sid = ?1"), [sid.as_str()], key_row)
+            query_opt(
+                c,
+                &format!("SELECT {KEY_COLS} FROM api_keys WHERE sid = ?1"),
+                [sid.as_str()],
+                key_row,
+            )
         })
         .await
     }
@@ -375,14 +402,23 @@ impl Store for SqliteStore {
                 params![sid.as_str(), friendly_name, at],
             )
             .map_err(map_sql)?;
-            query_opt(c, &format!("SELECT {KEY_COLS} FROM api_keys WHERE sid = ?1"), [sid.as_str()], key_row)
+            query_opt(
+                c,
+                &format!("SELECT {KEY_COLS} FROM api_keys WHERE sid = ?1"),
+                [sid.as_str()],
+                key_row,
+            )
         })
         .await
     }
 
     async fn delete_key(&self, sid: Sid) -> Result<bool> {
         self.write(move |c| {
-            Ok(c.execute("DELETE FROM api_keys WHERE sid = ?1", [sid.as_str()]).map_err(map_sql)? > 0)
+            Ok(
+                c.execute("DELETE FROM api_keys WHERE sid = ?1", [sid.as_str()])
+                    .map_err(map_sql)?
+                    > 0,
+            )
         })
         .await
     }
@@ -402,7 +438,12 @@ impl Store for SqliteStore {
 
     async fn number(&self, sid: Sid) -> Result<Option<PhoneNumber>> {
         self.read(move |c| {
-            query_opt(c, &format!("SELECT {NUMBER_COLS} FROM phone_numbers WHERE sid = ?1"), [sid.as_str()], number_row)
+            query_opt(
+                c,
+                &format!("SELECT {NUMBER_COLS} FROM phone_numbers WHERE sid = ?1"),
+                [sid.as_str()],
+                number_row,
+            )
         })
         .await
     }
@@ -410,7 +451,12 @@ impl Store for SqliteStore {
     async fn number_by_phone(&self, phone: &str) -> Result<Option<PhoneNumber>> {
         let phone = phone.to_string();
         self.read(move |c| {
-            query_opt(c, &format!("SELECT {NUMBER_COLS} FROM phone_numbers WHERE phone_number = ?1"), [phone], number_row)
+            query_opt(
+                c,
+                &format!("SELECT {NUMBER_COLS} FROM phone_numbers WHERE phone_number = ?1"),
+                [phone],
+                number_row,
+            )
         })
         .await
     }
@@ -427,7 +473,12 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn update_number(&self, sid: Sid, cfg: NumberConfig, at: i64) -> Result<Option<PhoneNumber>> {
+    async fn update_number(
+        &self,
+        sid: Sid,
+        cfg: NumberConfig,
+        at: i64,
+    ) -> Result<Option<PhoneNumber>> {
         self.write(move |c| {
             let sql = format!("SELECT {NUMBER_COLS} FROM phone_numbers WHERE sid = ?1");
             let Some(mut n) = query_opt(c, &sql, [sid.as_str()], number_row)? else {
@@ -447,8 +498,16 @@ impl Store for SqliteStore {
 
     async fn delete_number(&self, sid: Sid) -> Result<bool> {
         self.write(move |c| {
-            c.execute("DELETE FROM service_numbers WHERE number_sid = ?1", [sid.as_str()]).map_err(map_sql)?;
-            Ok(c.execute("DELETE FROM phone_numbers WHERE sid = ?1", [sid.as_str()]).map_err(map_sql)? > 0)
+            c.execute(
+                "DELETE FROM service_numbers WHERE number_sid = ?1",
+                [sid.as_str()],
+            )
+            .map_err(map_sql)?;
+            Ok(
+                c.execute("DELETE FROM phone_numbers WHERE sid = ?1", [sid.as_str()])
+                    .map_err(map_sql)?
+                    > 0,
+            )
         })
         .await
     }
@@ -467,7 +526,12 @@ impl Store for SqliteStore {
 
     async fn service(&self, sid: Sid) -> Result<Option<MessagingService>> {
         self.read(move |c| {
-            query_opt(c, &format!("SELECT {SERVICE_COLS} FROM messaging_services WHERE sid = ?1"), [sid.as_str()], service_row)
+            query_opt(
+                c,
+                &format!("SELECT {SERVICE_COLS} FROM messaging_services WHERE sid = ?1"),
+                [sid.as_str()],
+                service_row,
+            )
         })
         .await
     }
@@ -484,7 +548,12 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn update_service(&self, sid: Sid, cfg: ServiceConfig, at: i64) -> Result<Option<MessagingService>> {
+    async fn update_service(
+        &self,
+        sid: Sid,
+        cfg: ServiceConfig,
+        at: i64,
+    ) -> Result<Option<MessagingService>> {
         self.write(move |c| {
             let sql = format!("SELECT {SERVICE_COLS} FROM messaging_services WHERE sid = ?1");
             let Some(mut s) = query_opt(c, &sql, [sid.as_str()], service_row)? else {
@@ -504,8 +573,17 @@ impl Store for SqliteStore {
 
     async fn delete_service(&self, sid: Sid) -> Result<bool> {
         self.write(move |c| {
-            c.execute("DELETE FROM service_numbers WHERE service_sid = ?1", [sid.as_str()]).map_err(map_sql)?;
-            Ok(c.execute("DELETE FROM messaging_services WHERE sid = ?1", [sid.as_str()]).map_err(map_sql)? > 0)
+            c.execute(
+                "DELETE FROM service_numbers WHERE service_sid = ?1",
+                [sid.as_str()],
+            )
+            .map_err(map_sql)?;
+            Ok(c.execute(
+                "DELETE FROM messaging_services WHERE sid = ?1",
+                [sid.as_str()],
+            )
+            .map_err(map_sql)?
+                > 0)
         })
         .await
     }
@@ -574,7 +652,12 @@ impl Store for SqliteStore {
 
     async fn message(&self, sid: Sid) -> Result<Option<Message>> {
         self.read(move |c| {
-            query_opt(c, &format!("SELECT {MESSAGE_COLS} FROM messages WHERE sid = ?1"), [sid.as_str()], message_row)
+            query_opt(
+                c,
+                &format!("SELECT {MESSAGE_COLS} FROM messages WHERE sid = ?1"),
+                [sid.as_str()],
+                message_row,
+            )
         })
         .await
     }
@@ -601,28 +684,54 @@ impl Store for SqliteStore {
     }
 
     async fn transitions(&self, ts: Vec<Transition>) -> Result<Vec<Result<Vec<Job>>>> {
-        self.write(move |c| Ok(ts.into_iter().map(|t| in_savepoint(c, |c| apply_transition(c, t))).collect()))
-            .await
+        self.write(move |c| {
+            Ok(ts
+                .into_iter()
+                .map(|t| in_savepoint(c, |c| apply_transition(c, t)))
+                .collect())
+        })
+        .await
     }
 
     async fn redact_message(&self, sid: Sid, at: i64) -> Result<Option<Message>> {
         self.write(move |c| {
-            c.execute("UPDATE messages SET body = '', updated = ?2 WHERE sid = ?1", params![sid.as_str(), at])
-                .map_err(map_sql)?;
-            query_opt(c, &format!("SELECT {MESSAGE_COLS} FROM messages WHERE sid = ?1"), [sid.as_str()], message_row)
+            c.execute(
+                "UPDATE messages SET body = '', updated = ?2 WHERE sid = ?1",
+                params![sid.as_str(), at],
+            )
+            .map_err(map_sql)?;
+            query_opt(
+                c,
+                &format!("SELECT {MESSAGE_COLS} FROM messages WHERE sid = ?1"),
+                [sid.as_str()],
+                message_row,
+            )
         })
         .await
     }
 
     async fn delete_message(&self, sid: Sid) -> Result<bool> {
         self.write(move |c| {
-            c.execute("DELETE FROM message_events WHERE message_sid = ?1", [sid.as_str()]).map_err(map_sql)?;
-            Ok(c.execute("DELETE FROM messages WHERE sid = ?1", [sid.as_str()]).map_err(map_sql)? > 0)
+            c.execute(
+                "DELETE FROM message_events WHERE message_sid = ?1",
+                [sid.as_str()],
+            )
+            .map_err(map_sql)?;
+            Ok(
+                c.execute("DELETE FROM messages WHERE sid = ?1", [sid.as_str()])
+                    .map_err(map_sql)?
+                    > 0,
+            )
         })
         .await
     }
 
-    async fn stale_messages(&self, statuses: &[MessageStatus], updated_before: i64, limit: u32) -> Result<Vec<Message>> {
+    async fn stale_messages(
+        &self,
+        statuses: &[MessageStatus],
+        updated_before: i64,
+        limit: u32,
+    ) -> Result<Vec<Message>> {
         let statuses: Vec<&'static str> = statuses.iter().map(|s| s.as_str()).collect();
         self.read(move |c| {
             let marks = (0..statuses.len()).map(|i| format!("?{}", i + 3)).collect::<Vec<_>>().join(", ");
@@ -636,7 +745,13 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn set_opt_out(&self, account: Sid, handset: &str, opted_out: bool, at: i64) -> Result<()> {
+    async fn set_opt_out(
+        &self,
+        account: Sid,
+        handset: &str,
+        opted_out: bool,
+        at: i64,
+    ) -> Result<()> {
         let handset = handset.to_string();
         self.write(move |c| {
             if opted_out {
@@ -668,13 +783,19 @@ impl Store for SqliteStore {
 
     async fn pending_jobs(&self) -> Result<Vec<Job>> {
         self.read(move |c| {
-            query_all(c, "SELECT id, kind, subject, run_at, attempts, payload FROM jobs ORDER BY id", [], job_row)
+            query_all(
+                c,
+                "SELECT id, kind, subject, run_at, attempts, payload FROM jobs ORDER BY id",
+                [],
+                job_row,
+            )
         })
         .await
     }
 
     async fn complete_jobs(&self, ids: Vec<i64>) -> Result<()> {
-        self.write(move |c| ids.into_iter().try_for_each(|id| delete_job(c, id))).await
+        self.write(move |c| ids.into_iter().try_for_each(|id| delete_job(c, id)))
+            .await
     }
 
     async fn retry_job(&self, id: i64, run_at: i64) -> Result<Option<Job>> {
@@ -682,7 +803,12 @@ impl Store for SqliteStore {
             c.prepare_cached("UPDATE jobs SET attempts = attempts + 1, run_at = ?2 WHERE id = ?1")
                 .and_then(|mut s| s.execute(params![id, run_at]))
                 .map_err(map_sql)?;
-            query_opt(c, "SELECT id, kind, subject, run_at, attempts, payload FROM jobs WHERE id = ?1", [id], job_row)
+            query_opt(
+                c,
+                "SELECT id, kind, subject, run_at, attempts, payload FROM jobs WHERE id = ?1",
+                [id],
+                job_row,
+            )
         })
         .await
     }
@@ -715,10 +841,15 @@ fn list_messages(c: &Connection, account: Sid, q: MessageQuery) -> Result<Page<M
         values.push(created.into());
         values.push(sid.to_string().into());
         let (a, b) = (values.len() - 1, values.len());
-        sql.push_str(&format!(" AND (created < ?{a} OR (created = ?{a} AND sid < ?{b}))"));
+        sql.push_str(&format!(
+            " AND (created < ?{a} OR (created = ?{a} AND sid < ?{b}))"
+        ));
     }
     let limit = q.limit.clamp(1, 1000);
-    sql.push_str(&format!(" ORDER BY created DESC, sid DESC LIMIT {}", limit + 1));
+    sql.push_str(&format!(
+        " ORDER BY created DESC, sid DESC LIMIT {}",
+        limit + 1
+    ));
     let mut items = query_all(c, &sql, rusqlite::params_from_iter(values), message_row)?;
     let next = if items.len() > limit as usize {
         items.truncate(limit as usize);

@@ -5,9 +5,12 @@ use tern_bus::{Job, JobKind};
 use tern_types::{Direction, MessageStatus, Sid};
 
 use super::map_sql;
-use crate::{Account, AccountStatus, ApiKey, Message, MessagingService, PhoneNumber, Result, StoreError};
+use crate::{
+    Account, AccountStatus, ApiKey, Message, MessagingService, PhoneNumber, Result, StoreError,
+};
 
-pub const ACCOUNT_COLS: &str = "sid, parent_sid, friendly_name, auth_token, status, created, updated";
+pub const ACCOUNT_COLS: &str =
+    "sid, parent_sid, friendly_name, auth_token, status, created, updated";
 pub const KEY_COLS: &str = "sid, account_sid, friendly_name, secret_hash, created, updated";
 pub const NUMBER_COLS: &str = "sid, account_sid, phone_number, config, created, updated";
 pub const SERVICE_COLS: &str = "sid, account_sid, config, created, updated";
@@ -31,7 +34,8 @@ fn sid(r: &Row, i: usize) -> rusqlite::Result<Sid> {
 
 fn opt_sid(r: &Row, i: usize) -> rusqlite::Result<Option<Sid>> {
     let s: Option<String> = r.get(i)?;
-    s.map(|s| s.parse().map_err(|_| corrupt(i, "sid"))).transpose()
+    s.map(|s| s.parse().map_err(|_| corrupt(i, "sid")))
+        .transpose()
 }
 
 fn json<T: serde::de::DeserializeOwned>(r: &Row, i: usize) -> rusqlite::Result<T> {
@@ -164,7 +168,9 @@ pub fn insert_message_row(c: &Connection, m: &Message) -> Result<()> {
 
 fn from_row_error(e: rusqlite::Error) -> StoreError {
     match e {
-        rusqlite::Error::FromSqlConversionFailure(_, _, msg) => StoreError::Corrupt(msg.to_string()),
+        rusqlite::Error::FromSqlConversionFailure(_, _, msg) => {
+            StoreError::Corrupt(msg.to_string())
+        }
         e => map_sql(e),
     }
 }
@@ -175,7 +181,9 @@ pub fn query_opt<T, P: Params>(
     p: P,
     f: impl FnOnce(&Row) -> rusqlite::Result<T>,
 ) -> Result<Option<T>> {
-    c.prepare_cached(sql).and_then(|mut s| s.query_row(p, f).optional()).map_err(from_row_error)
+    c.prepare_cached(sql)
+        .and_then(|mut s| s.query_row(p, f).optional())
+        .map_err(from_row_error)
 }
 
 pub fn query_all<T, P: Params>(

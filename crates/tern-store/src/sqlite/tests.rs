@@ -15,8 +15,14 @@ async fn data_survives_reopening() {
     let path = dir.path().join("tern.db");
     let a = {
         let store = SqliteStore::open(&path).unwrap();
-        let a = crate::conformance::message(tern_types::Sid::generate(tern_types::SidPrefix::Account), 1, "+14155552671");
-        crate::Store::insert_message(&store, a.clone(), vec![]).await.unwrap();
+        let a = crate::conformance::message(
+            tern_types::Sid::generate(tern_types::SidPrefix::Account),
+            1,
+            "+14155552671",
+        );
+        crate::Store::insert_message(&store, a.clone(), vec![])
+            .await
+            .unwrap();
         a
     };
     let store = SqliteStore::open(&path).unwrap();

@@ -1,0 +1,102 @@
+//! Health, readiness, metrics, request observation and the simulated carrier's endpoint.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{HeaderMap, StatusCode, Uri};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+use tern_types::ErrorCode;
+
+use crate::AppState;
+use crate::error::{ApiError, ApiResult};
+use crate::form::Params;
+
+pub async fn healthz() -> &'static str {
+    "ok"
+}
+
+pub async fn readyz(State(s): State<Arc<AppState>>) -> Response {
+    if s.draining.load(Ordering::Relaxed) {
+        return (StatusCode::SERVICE_UNAVAILABLE, "draining").into_response();
+    }
+    match s.store.first_account().await {
+        Ok(_) => "ready".into_response(),
+        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, format!("store: {e}")).into_response(),
+    }
+}
+
+pub async fn metrics(State(s): State<Arc<AppState>>) -> Response {
+    match &s.metrics {
+        Some(h) => ([("content-type", "text/plain; version=0.0.4")], h.render()).into_response(),
+        None => (StatusCode::NOT_FOUND, "metrics are not enabled").into_response(),
+    }
+}
+
+pub async fn not_found(uri: Uri) -> ApiError {
+    ApiError::not_found(uri.path())
+}
+
+/// Counts and times every request by route and status.
+pub async fn observe(req: Request, next: Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|m| m.as_str().to_string())
+        .unwrap_or_else(|| "unmatched".into());
+    let method = req.method().to_string();
+    let start = Instant::now();
+    let resp = next.run(req).await;
+    let status = resp.status().as_u16().to_string();
+    metrics::histogram!("tern_http_request_duration_seconds", "route" => route.clone(), "method" => method.clone())
+        .record(start.elapsed().as_secs_f64());
+    metrics::counter!("tern_http_requests_total", "route" => route, "method" => method, "status" => status).increment(1);
+    resp
+}
+
+/// A handset sends `Body` from `From` to `To` (a number of the caller's account) through the
+/// simulated carrier.
+pub async fn sim_inbound(
+    State(s): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult<(StatusCode, Json<serde_json::Value>)> {
+    let p = s.principal(&headers).await?;
+    let sim = s
+        .sim
+        .as_ref()
+        .ok_or_else(|| ApiError::not_found("/sim/v1/Inbound"))?;
+    let f = Params::parse(&body);
+    let need = |k: &str| {
+        f.string(k)
+            .ok_or_else(|| ApiError::invalid(format!("{k} is required")))
+    };
+    let (from, to, text) = (
+        need("From")?,
+        need("To")?,
+        f.string("Body").unwrap_or_default(),
+    );
+    let to = tern_types::E164::parse(&to).map_err(|_| ApiError::new(ErrorCode::InvalidTo))?;
+    let from = tern_types::E164::parse(&from).map_err(|_| ApiError::new(ErrorCode::InvalidFrom))?;
+    match s.store.number_by_phone(to.as_str()).await? {
+        Some(n) if n.account_sid == p.account.sid => {}
+        _ => {
+            return Err(ApiError::with(
+                ErrorCode::InvalidTo,
+                "To must be a number of this account",
+            ));
+        }
+    }
+    let sms = sim.originate(from.as_str().to_string(), to.as_str().to_string(), text);
+    let m = s
+        .engine
+        .receive_inbound(sms)
+        .await?
+        .ok_or_else(|| ApiError::new(ErrorCode::InvalidTo))?;
+    Ok((StatusCode::CREATED, Json(json!({"message_sid": m.sid}))))
+}

@@ -1,0 +1,81 @@
+//! The node's configuration file (TOML). Every key has a default, so an empty file (or none)
+//! gives the embedded default.
+
+use serde::Deserialize;
+use tern_carriers::sim::SimConfig;
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub sim: SimConfig,
+    pub webhooks: WebhookConfig,
+    pub messaging: MessagingConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebhookConfig {
+    /// Attempts per webhook, the first included, before it is given up.
+    pub max_attempts: u32,
+    pub connect_timeout_ms: u64,
+    /// Deadline for the whole request, response included (Twilio's is 15 s).
+    pub timeout_ms: u64,
+    /// Webhooks in flight at once across all messages.
+    pub concurrency: usize,
+}
+
+impl Default for WebhookConfig {
+    fn default() -> Self {
+        WebhookConfig {
+            max_attempts: 8,
+            connect_timeout_ms: 5_000,
+            timeout_ms: 15_000,
+            concurrency: 256,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MessagingConfig {
+    /// How long after `sent` a missing receipt is asked for with a carrier query.
+    pub receipt_grace_secs: u64,
+    /// Submissions in flight at once.
+    pub concurrency: usize,
+    /// Attempts at submitting one message before it fails.
+    pub max_submit_attempts: u32,
+}
+
+impl Default for MessagingConfig {
+    fn default() -> Self {
+        MessagingConfig {
+            receipt_grace_secs: 10,
+            concurrency: 256,
+            max_submit_attempts: 10,
+        }
+    }
+}
+
+impl Config {
+    pub fn from_toml(text: &str) -> Result<Config, toml::de::Error> {
+        toml::from_str(text)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_empty_file_is_the_default_and_unknown_keys_are_refused() {
+        let c = Config::from_toml("").unwrap();
+        assert_eq!(c.webhooks.max_attempts, 8);
+        let c = Config::from_toml(
+            "[sim]\nreceipt_delay_ms = 5\n[[sim.rule]]\nprefix = \"+1415555\"\noutcome = \"undelivered\"\nerror_code = 30003\n",
+        )
+        .unwrap();
+        assert_eq!(c.sim.receipt_delay_ms, 5);
+        assert_eq!(c.sim.rules.len(), 1);
+        assert!(Config::from_toml("[sim]\nbogus = 1\n").is_err());
+    }
+}

@@ -1,0 +1,921 @@
+//! The messaging engine: accepts sends, routes and submits them, applies receipts, receives
+//! inbound messages and delivers every webhook — durable through the store's outbox.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tern_bus::{Job, JobKind, Queue};
+use tern_carriers::{
+    Carrier, CarrierEvent, InboundSms, OutboundSms, Receipt, ReceiptOutcome, SubmitError,
+};
+use tern_domain::keywords::{self, Keyword};
+use tern_domain::{SendParams, check_transition, plan_send};
+use tern_store::{Account, Message, NewJob, PhoneNumber, Store, StoreError, Transition};
+use tern_types::{Direction, ErrorCode, MessageStatus, Sid, SidPrefix};
+use tern_webhooks::{Attempt, WebhookClient, WebhookRequest, backoff};
+use tokio::sync::{Semaphore, mpsc};
+use tracing::{Instrument, debug, info_span, warn};
+
+use crate::{Config, callbacks, now_ms};
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// The request breaks a rule; the code says which.
+    #[error("{message}")]
+    Rejected { code: ErrorCode, message: String },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl EngineError {
+    fn code(code: ErrorCode) -> Self {
+        EngineError::Rejected {
+            code,
+            message: code.message().to_string(),
+        }
+    }
+}
+
+impl From<tern_domain::SendError> for EngineError {
+    fn from(e: tern_domain::SendError) -> Self {
+        EngineError::Rejected {
+            code: e.code,
+            message: e.message,
+        }
+    }
+}
+
+/// What a webhook job is for, which decides what its response means.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum Purpose {
+    /// A status callback: only 2xx matters.
+    Status,
+    /// An inbound message to a number's `SmsUrl`: the response is TwiML.
+    Inbound,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct WebhookJob {
+    purpose: Purpose,
+    account_sid: Sid,
+    request: WebhookRequest,
+    /// `SmsFallbackUrl` and its method, tried when the primary URL fails.
+    fallback: Option<(String, String)>,
+}
+
+/// How deep a chain of TwiML `<Redirect>`s is followed.
+const MAX_REDIRECTS: u32 = 5;
+
+pub struct Engine {
+    store: Arc<dyn Store>,
+    queue: Arc<dyn Queue>,
+    carriers: Vec<Arc<dyn Carrier>>,
+    webhooks: WebhookClient,
+    config: Config,
+    /// Webhooks waiting behind an earlier one of the same message (callbacks stay in order).
+    chains: Mutex<HashMap<Sid, VecDeque<Job>>>,
+    route_permits: Arc<Semaphore>,
+    webhook_permits: Arc<Semaphore>,
+}
+
+fn token() -> String {
+    Sid::generate(SidPrefix::Message).as_str()[2..].to_string()
+}
+
+impl Engine {
+    pub fn new(
+        store: Arc<dyn Store>,
+        queue: Arc<dyn Queue>,
+        carriers: Vec<Arc<dyn Carrier>>,
+        config: Config,
+    ) -> Result<Arc<Engine>, String> {
+        if carriers.is_empty() {
+            return Err("at least one carrier is needed".into());
+        }
+        let webhooks = WebhookClient::new(
+            Duration::from_millis(config.webhooks.connect_timeout_ms),
+            Duration::from_millis(config.webhooks.timeout_ms),
+        )
+        .map_err(|e| e.to_string())?;
+        Ok(Arc::new(Engine {
+            route_permits: Arc::new(Semaphore::new(config.messaging.concurrency.max(1))),
+            webhook_permits: Arc::new(Semaphore::new(config.webhooks.concurrency.max(1))),
+            store,
+            queue,
+            carriers,
+            webhooks,
+            config,
+            chains: Mutex::new(HashMap::new()),
+        }))
+    }
+
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    /// Publishes every job left in the store (after a restart) and starts the workers.
+    pub async fn start(
+        self: &Arc<Self>,
+        events: mpsc::UnboundedReceiver<CarrierEvent>,
+    ) -> Result<(), StoreError> {
+        let pending = self.store.pending_jobs().await?;
+        if !pending.is_empty() {
+            tracing::info!(jobs = pending.len(), "resuming work left from the last run");
+        }
+        self.queue.publish(pending);
+        tokio::spawn(self.clone().route_loop());
+        tokio::spawn(self.clone().webhook_loop());
+        tokio::spawn(self.clone().event_loop(events));
+        tokio::spawn(self.clone().sweep_loop());
+        Ok(())
+    }
+
+    /// Stops taking jobs and waits (up to `deadline`) for work in flight to finish.
+    pub async fn drain(&self, deadline: Duration) {
+        self.queue.close();
+        let all = |s: &Arc<Semaphore>, n: usize| {
+            let s = s.clone();
+            async move { s.acquire_many_owned(n as u32).await.ok() }
+        };
+        let wait = async {
+            let _r = all(
+                &self.route_permits,
+                self.config.messaging.concurrency.max(1),
+            )
+            .await;
+            let _w = all(
+                &self.webhook_permits,
+                self.config.webhooks.concurrency.max(1),
+            )
+            .await;
+        };
+        if tokio::time::timeout(deadline, wait).await.is_err() {
+            warn!("drain deadline passed with work in flight; it resumes on the next start");
+        }
+    }
+
+    fn publish(&self, jobs: Vec<Job>) {
+        if !jobs.is_empty() {
+            self.queue.publish(jobs);
+        }
+    }
+
+    // ---- Accepting a send -------------------------------------------------------------
+
+    /// Validates and persists a new outbound message with its routing job.
+    pub async fn send(
+        &self,
+        account: &Account,
+        params: &SendParams,
+    ) -> Result<Message, EngineError> {
+        let now = chrono::Utc::now();
+        let plan = plan_send(params, now)?;
+        if let Some(from) = &plan.from {
+            match self.store.number_by_phone(from.as_str()).await? {
+                Some(n) if n.account_sid == account.sid => {}
+                _ => {
+                    return Err(EngineError::Rejected {
+                        code: ErrorCode::FromNotOwned,
+                        message: format!(
+                            "The 'From' number {from} is not a valid, SMS-capable inbound phone number or short code for your account."
+                        ),
+                    });
+                }
+            }
+        }
+        let mut status_callback = plan.status_callback.clone();
+        if let Some(svc) = plan.messaging_service_sid {
+            match self.store.service(svc).await? {
+                Some(s) if s.account_sid == account.sid => {
+                    status_callback = status_callback.or(s.config.status_callback);
+                }
+                _ => return Err(EngineError::code(ErrorCode::MessagingServiceNotFound)),
+            }
+        }
+        if self
+            .store
+            .is_opted_out(account.sid, plan.to.as_str())
+            .await?
+        {
+            return Err(EngineError::code(ErrorCode::OptedOut));
+        }
+        let created = now.timestamp_millis();
+        let message = Message {
+            sid: Sid::generate(SidPrefix::Message),
+            account_sid: account.sid,
+            messaging_service_sid: plan.messaging_service_sid,
+            direction: Direction::OutboundApi,
+            from: plan.from.map(|f| f.as_str().to_string()),
+            to: plan.to.as_str().to_string(),
+            body: plan.body,
+            status: plan.initial_status,
+            error_code: None,
+            num_segments: if plan.messaging_service_sid.is_some() {
+                0
+            } else {
+                plan.num_segments
+            },
+            num_media: plan.media_urls.len() as u32,
+            status_callback,
+            validity_secs: plan.validity_secs,
+            send_at: plan.send_at.map(|t| t.timestamp_millis()),
+            carrier: None,
+            carrier_message_id: None,
+            raw_dlr_done_date: None,
+            provide_feedback: plan.provide_feedback,
+            created,
+            updated: created,
+            sent: None,
+        };
+        let route = NewJob {
+            kind: JobKind::Route,
+            subject: message.sid,
+            run_at: message.send_at.unwrap_or(created),
+            payload: String::new(),
+        };
+        let jobs = self
+            .store
+            .insert_message(message.clone(), vec![route])
+            .await?;
+        metrics::counter!("tern_messages_accepted_total").increment(1);
+        self.publish(jobs);
+        Ok(message)
+    }
+
+    /// Cancels a scheduled message.
+    pub async fn cancel(&self, m: &Message) -> Result<Message, EngineError> {
+        if m.status != MessageStatus::Scheduled {
+            return Err(EngineError::code(ErrorCode::NotCancelable));
+        }
+        let t = self.transition(m, MessageStatus::Canceled, now_ms());
+        match self.apply(t).await {
+            Ok(()) => {}
+            Err(StoreError::StaleStatus(_)) => {
+                return Err(EngineError::code(ErrorCode::NotCancelable));
+            }
+            Err(e) => return Err(e.into()),
+        }
+        Ok(self
+            .store
+            .message(m.sid)
+            .await?
+            .unwrap_or_else(|| m.clone()))
+    }
+
+    // ---- Transitions ------------------------------------------------------------------
+
+    /// A transition of `m` to `to`, with the status callback it causes.
+    fn transition(&self, m: &Message, to: MessageStatus, at: i64) -> Transition {
+        let mut t = Transition::new(m.sid, m.status, to, at);
+        t.jobs = self.callback_jobs(m, to, None, None, None);
+        t
+    }
+
+    fn callback_jobs(
+        &self,
+        m: &Message,
+        to: MessageStatus,
+        error: Option<u32>,
+        done: Option<&str>,
+        from: Option<&str>,
+    ) -> Vec<NewJob> {
+        let Some(url) = m.status_callback.clone() else {
+            return Vec::new();
+        };
+        let job = WebhookJob {
+            purpose: Purpose::Status,
+            account_sid: m.account_sid,
+            request: WebhookRequest {
+                url,
+                method: "POST".into(),
+                params: callbacks::status_params(m, to, error, done, from),
+                idempotency_token: token(),
+            },
+            fallback: None,
+        };
+        match serde_json::to_string(&job) {
+            Ok(payload) => vec![NewJob {
+                kind: JobKind::Webhook,
+                subject: m.sid,
+                run_at: 0,
+                payload,
+            }],
+            Err(e) => {
+                warn!(error = %e, "could not encode a status callback");
+                Vec::new()
+            }
+        }
+    }
+
+    async fn apply(&self, t: Transition) -> Result<(), StoreError> {
+        if let Err(e) = check_transition(t.expected, t.to) {
+            // A bug in the caller: refuse rather than corrupt the lifecycle.
+            warn!(message_sid = %t.sid, error = %e, "refused an illegal transition");
+            return Err(StoreError::StaleStatus(t.expected));
+        }
+        let to = t.to;
+        let jobs = self.store.transition(t).await?;
+        metrics::counter!("tern_message_transitions_total", "status" => to.as_str()).increment(1);
+        self.publish(jobs);
+        Ok(())
+    }
+
+    // ---- Routing and submission ---------------------------------------------------------
+
+    async fn route_loop(self: Arc<Self>) {
+        while let Some(job) = self.queue.next(JobKind::Route).await {
+            let Ok(permit) = self.route_permits.clone().acquire_owned().await else {
+                break;
+            };
+            let me = self.clone();
+            let span = info_span!("route", message_sid = %job.subject);
+            tokio::spawn(
+                async move {
+                    if let Err(e) = me.route(&job).await {
+                        me.retry_later(job, format!("store: {e}")).await;
+                    }
+                    drop(permit);
+                }
+                .instrument(span),
+            );
+        }
+    }
+
+    async fn retry_later(&self, job: Job, why: String) {
+        let delay = backoff(job.attempts + 1);
+        debug!(reason = %why, delay_ms = delay.as_millis() as u64, "retrying job later");
+        let run_at = now_ms() + delay.as_millis() as i64;
+        match self.store.retry_job(job.id, run_at).await {
+            Ok(Some(j)) => self.publish(vec![j]),
+            Ok(None) => {}
+            // The job stays in the store and is published again on the next start.
+            Err(e) => warn!(error = %e, "could not reschedule a job"),
+        }
+    }
+
+    async fn route(&self, job: &Job) -> Result<(), StoreError> {
+        let Some(mut m) = self.store.message(job.subject).await? else {
+            return self.store.complete_jobs(vec![job.id]).await;
+        };
+        loop {
+            let now = now_ms();
+            if m.status.is_terminal() || m.status == MessageStatus::Sent {
+                return self.store.complete_jobs(vec![job.id]).await;
+            }
+            if now > m.expires_at() && m.status != MessageStatus::Sending {
+                let mut t = self.transition_with_error(
+                    &m,
+                    MessageStatus::Failed,
+                    ErrorCode::QueueOverflow.code(),
+                    now,
+                );
+                t.done_job = Some(job.id);
+                return self.apply_or_reload(t).await;
+            }
+            let (next, mut t) = match m.status {
+                MessageStatus::Scheduled | MessageStatus::Accepted => {
+                    let from = match &m.from {
+                        Some(f) => Some(f.clone()),
+                        None => self.pick_sender(&m).await?,
+                    };
+                    let Some(from) = from else {
+                        let mut t = self.transition_with_error(
+                            &m,
+                            MessageStatus::Failed,
+                            ErrorCode::MessagingServiceEmpty.code(),
+                            now,
+                        );
+                        t.done_job = Some(job.id);
+                        return self.apply_or_reload(t).await;
+                    };
+                    let mut t = Transition::new(m.sid, m.status, MessageStatus::Queued, now);
+                    t.jobs = self.callback_jobs(&m, MessageStatus::Queued, None, None, Some(&from));
+                    t.from = Some(from);
+                    (MessageStatus::Queued, t)
+                }
+                MessageStatus::Queued => (
+                    MessageStatus::Sending,
+                    self.transition(&m, MessageStatus::Sending, now),
+                ),
+                MessageStatus::Sending => return self.submit(&m, job).await,
+                _ => return self.store.complete_jobs(vec![job.id]).await,
+            };
+            if next == MessageStatus::Queued && m.num_segments == 0 {
+                // A Messaging Service send counts its segments once a sender is chosen.
+                m.num_segments = tern_sms::segment_info(&m.body).num_segments;
+            }
+            t.expected = m.status;
+            match self.apply(t).await {
+                Ok(()) | Err(StoreError::StaleStatus(_)) => {}
+                Err(e) => return Err(e),
+            }
+            m = match self.store.message(m.sid).await? {
+                Some(m) => m,
+                None => return self.store.complete_jobs(vec![job.id]).await,
+            };
+        }
+    }
+
+    fn transition_with_error(
+        &self,
+        m: &Message,
+        to: MessageStatus,
+        code: u32,
+        at: i64,
+    ) -> Transition {
+        let mut t = Transition::new(m.sid, m.status, to, at);
+        t.error_code = Some(code);
+        t.jobs = self.callback_jobs(m, to, Some(code), None, None);
+        t
+    }
+
+    async fn apply_or_reload(&self, t: Transition) -> Result<(), StoreError> {
+        match self.apply(t).await {
+            Ok(()) | Err(StoreError::StaleStatus(_)) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn pick_sender(&self, m: &Message) -> Result<Option<String>, StoreError> {
+        let Some(svc) = m.messaging_service_sid else {
+            return Ok(None);
+        };
+        let pool = self.store.service_numbers(svc).await?;
+        if pool.is_empty() {
+            return Ok(None);
+        }
+        let counter = self.store.next_sender_counter(svc).await?;
+        Ok(tern_domain::send::pick_sender(&pool, counter).map(|(n, _)| n.phone_number))
+    }
+
+    async fn submit(&self, m: &Message, job: &Job) -> Result<(), StoreError> {
+        let carrier = &self.carriers[job.attempts as usize % self.carriers.len()];
+        let sms = OutboundSms {
+            message_sid: m.sid,
+            from: m.from.clone().unwrap_or_default(),
+            to: m.to.clone(),
+            body: m.body.clone(),
+            validity_secs: m.validity_secs,
+        };
+        let now = now_ms();
+        match carrier.submit(&sms).await {
+            Ok(id) => {
+                let mut t = self.transition(m, MessageStatus::Sent, now);
+                t.carrier = Some((carrier.id().to_string(), id));
+                t.done_job = Some(job.id);
+                self.apply_or_reload(t).await
+            }
+            Err(SubmitError::Permanent { code, reason }) => {
+                debug!(%reason, code, "carrier refused the message");
+                let mut t = self.transition_with_error(m, MessageStatus::Failed, code, now);
+                t.done_job = Some(job.id);
+                self.apply_or_reload(t).await
+            }
+            Err(SubmitError::Retryable(reason)) => {
+                metrics::counter!("tern_carrier_submit_retries_total", "carrier" => carrier.id().to_string()).increment(1);
+                if job.attempts + 1 >= self.config.messaging.max_submit_attempts {
+                    let mut t = self.transition_with_error(
+                        m,
+                        MessageStatus::Failed,
+                        ErrorCode::Unknown.code(),
+                        now,
+                    );
+                    t.done_job = Some(job.id);
+                    return self.apply_or_reload(t).await;
+                }
+                self.retry_later(job.clone(), reason).await;
+                Ok(())
+            }
+        }
+    }
+
+    // ---- Carrier events ----------------------------------------------------------------
+
+    async fn event_loop(self: Arc<Self>, mut events: mpsc::UnboundedReceiver<CarrierEvent>) {
+        while let Some(ev) = events.recv().await {
+            let me = self.clone();
+            tokio::spawn(async move {
+                match ev {
+                    CarrierEvent::Receipt(r) => me.on_receipt(r).await,
+                    CarrierEvent::Inbound(sms) => {
+                        if let Err(e) = me.receive_inbound(sms).await {
+                            warn!(error = %e, "could not take an inbound message");
+                        }
+                    }
+                }
+            });
+        }
+    }
+
+    async fn on_receipt(&self, r: Receipt) {
+        // A receipt can overtake the commit of the submission it answers; look again
+        // a few times before giving it up to the receipt sweeper.
+        for attempt in 0..20u32 {
+            match self.apply_receipt(&r).await {
+                Ok(true) => return,
+                Ok(false) => {}
+                Err(e) => warn!(error = %e, "could not apply a receipt"),
+            }
+            tokio::time::sleep(Duration::from_millis(50 * u64::from(attempt + 1))).await;
+        }
+        metrics::counter!("tern_receipts_unmatched_total", "carrier" => r.carrier.clone())
+            .increment(1);
+    }
+
+    /// Applies a receipt; `false` when no message with its carrier id exists (yet).
+    async fn apply_receipt(&self, r: &Receipt) -> Result<bool, StoreError> {
+        let Some(m) = self
+            .store
+            .message_by_carrier_id(&r.carrier, &r.carrier_message_id)
+            .await?
+        else {
+            return Ok(false);
+        };
+        let (to, code) = match r.outcome {
+            ReceiptOutcome::Delivered => (MessageStatus::Delivered, None),
+            ReceiptOutcome::Undelivered(c) => (MessageStatus::Undelivered, Some(c)),
+            ReceiptOutcome::Failed(c) => (MessageStatus::Failed, Some(c)),
+        };
+        if check_transition(m.status, to).is_err() {
+            metrics::counter!("tern_receipts_duplicate_total").increment(1);
+            return Ok(true);
+        }
+        let mut t = Transition::new(m.sid, m.status, to, now_ms());
+        t.error_code = code;
+        t.raw_dlr_done_date = r.done_date.clone();
+        t.jobs = self.callback_jobs(&m, to, code, r.done_date.as_deref(), None);
+        self.apply_or_reload(t).await?;
+        Ok(true)
+    }
+
+    /// Asks carriers about messages whose receipt is overdue, and reports queue depths.
+    async fn sweep_loop(self: Arc<Self>) {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            tick.tick().await;
+            for kind in JobKind::ALL {
+                metrics::gauge!("tern_queue_depth", "queue" => kind.as_str())
+                    .set(self.queue.depth(kind) as f64);
+            }
+            let grace = self.config.messaging.receipt_grace_secs as i64 * 1000;
+            let overdue = match self
+                .store
+                .stale_messages(&[MessageStatus::Sent], now_ms() - grace, 500)
+                .await
+            {
+                Ok(v) => v,
+                Err(e) => {
+                    warn!(error = %e, "receipt sweep could not read the store");
+                    continue;
+                }
+            };
+            for m in overdue {
+                let (Some(carrier), Some(id)) = (&m.carrier, &m.carrier_message_id) else {
+                    continue;
+                };
+                let Some(c) = self.carriers.iter().find(|c| c.id() == carrier) else {
+                    continue;
+                };
+                if let Some(r) = c.query(id, &m.to).await {
+                    metrics::counter!("tern_receipts_recovered_total", "carrier" => carrier.clone()).increment(1);
+                    let _ = self.apply_receipt(&r).await;
+                }
+            }
+        }
+    }
+
+    // ---- Inbound ------------------------------------------------------------------------
+
+    /// Takes a carrier-originated message: records it, applies opt-out keywords, and
+    /// queues the webhook to the number's `SmsUrl`. `None` if no account owns `To`.
+    pub async fn receive_inbound(&self, sms: InboundSms) -> Result<Option<Message>, EngineError> {
+        let Some(number) = self.store.number_by_phone(&sms.to).await? else {
+            metrics::counter!("tern_inbound_unrouted_total").increment(1);
+            return Ok(None);
+        };
+        let now = now_ms();
+        let seg = tern_sms::segment_info(&sms.body);
+        let m = Message {
+            sid: Sid::generate(SidPrefix::Message),
+            account_sid: number.account_sid,
+            messaging_service_sid: None,
+            direction: Direction::Inbound,
+            from: Some(sms.from.clone()),
+            to: sms.to.clone(),
+            body: sms.body.clone(),
+            status: MessageStatus::Received,
+            error_code: None,
+            num_segments: seg.num_segments,
+            num_media: 0,
+            status_callback: None,
+            validity_secs: 0,
+            send_at: None,
+            carrier: Some(sms.carrier.clone()),
+            carrier_message_id: None,
+            raw_dlr_done_date: None,
+            provide_feedback: false,
+            created: now,
+            updated: now,
+            sent: Some(now),
+        };
+        let keyword = keywords::classify(&sms.body);
+        match keyword {
+            Some(Keyword::OptOut) => {
+                self.store
+                    .set_opt_out(number.account_sid, &sms.from, true, now)
+                    .await?
+            }
+            Some(Keyword::OptIn) => {
+                self.store
+                    .set_opt_out(number.account_sid, &sms.from, false, now)
+                    .await?
+            }
+            _ => {}
+        }
+        let mut jobs = Vec::new();
+        if let Some(url) = number.config.sms_url.clone().filter(|u| !u.is_empty()) {
+            let job = WebhookJob {
+                purpose: Purpose::Inbound,
+                account_sid: number.account_sid,
+                request: WebhookRequest {
+                    url,
+                    method: number
+                        .config
+                        .sms_method
+                        .clone()
+                        .unwrap_or_else(|| "POST".into()),
+                    params: callbacks::inbound_params(&m, &number),
+                    idempotency_token: token(),
+                },
+                fallback: number
+                    .config
+                    .sms_fallback_url
+                    .clone()
+                    .filter(|u| !u.is_empty())
+                    .map(|u| {
+                        (
+                            u,
+                            number
+                                .config
+                                .sms_fallback_method
+                                .clone()
+                                .unwrap_or_else(|| "POST".into()),
+                        )
+                    }),
+            };
+            if let Ok(payload) = serde_json::to_string(&job) {
+                jobs.push(NewJob {
+                    kind: JobKind::Webhook,
+                    subject: m.sid,
+                    run_at: 0,
+                    payload,
+                });
+            }
+        }
+        let jobs = self.store.insert_message(m.clone(), jobs).await?;
+        metrics::counter!("tern_messages_received_total").increment(1);
+        self.publish(jobs);
+        if let Some(k) = keyword {
+            self.reply(&number, &sms.from, k.reply().to_string(), None)
+                .await?;
+        }
+        Ok(Some(m))
+    }
+
+    /// Queues an `outbound-reply` message from `number` to `to`.
+    async fn reply(
+        &self,
+        number: &PhoneNumber,
+        to: &str,
+        body: String,
+        status_callback: Option<String>,
+    ) -> Result<(), StoreError> {
+        let now = now_ms();
+        let seg = tern_sms::segment_info(&body);
+        let m = Message {
+            sid: Sid::generate(SidPrefix::Message),
+            account_sid: number.account_sid,
+            messaging_service_sid: None,
+            direction: Direction::OutboundReply,
+            from: Some(number.phone_number.clone()),
+            to: to.to_string(),
+            body,
+            status: MessageStatus::Queued,
+            error_code: None,
+            num_segments: seg.num_segments,
+            num_media: 0,
+            status_callback,
+            validity_secs: tern_domain::send::MAX_VALIDITY_SECS,
+            send_at: None,
+            carrier: None,
+            carrier_message_id: None,
+            raw_dlr_done_date: None,
+            provide_feedback: false,
+            created: now,
+            updated: now,
+            sent: None,
+        };
+        let route = NewJob {
+            kind: JobKind::Route,
+            subject: m.sid,
+            run_at: now,
+            payload: String::new(),
+        };
+        let jobs = self.store.insert_message(m, vec![route]).await?;
+        self.publish(jobs);
+        Ok(())
+    }
+
+    // ---- Webhooks -------------------------------------------------------------------------
+
+    async fn webhook_loop(self: Arc<Self>) {
+        while let Some(job) = self.queue.next(JobKind::Webhook).await {
+            {
+                let mut chains = self.chains.lock().unwrap_or_else(|p| p.into_inner());
+                if let Some(waiting) = chains.get_mut(&job.subject) {
+                    waiting.push_back(job);
+                    continue;
+                }
+                chains.insert(job.subject, VecDeque::new());
+            }
+            let me = self.clone();
+            let span = info_span!("webhooks", message_sid = %job.subject);
+            tokio::spawn(me.run_chain(job).instrument(span));
+        }
+    }
+
+    /// Delivers one message's webhooks one after another, in the order they were made.
+    async fn run_chain(self: Arc<Self>, first: Job) {
+        let subject = first.subject;
+        let mut next = Some(first);
+        while let Some(job) = next {
+            let Ok(permit) = self.webhook_permits.clone().acquire_owned().await else {
+                return;
+            };
+            self.deliver(job).await;
+            drop(permit);
+            let mut chains = self.chains.lock().unwrap_or_else(|p| p.into_inner());
+            next = chains.get_mut(&subject).and_then(|q| q.pop_front());
+            if next.is_none() {
+                chains.remove(&subject);
+            }
+        }
+    }
+
+    async fn deliver(&self, mut job: Job) {
+        let payload: WebhookJob = match serde_json::from_str(&job.payload) {
+            Ok(p) => p,
+            Err(e) => {
+                warn!(error = %e, "dropping an unreadable webhook job");
+                let _ = self.store.complete_jobs(vec![job.id]).await;
+                return;
+            }
+        };
+        loop {
+            let token = match self.store.account(payload.account_sid).await {
+                Ok(Some(a)) => a.auth_token,
+                Ok(None) => {
+                    let _ = self.store.complete_jobs(vec![job.id]).await;
+                    return;
+                }
+                Err(e) => {
+                    warn!(error = %e, "webhook waits for the store");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    continue;
+                }
+            };
+            let mut outcome = self.webhooks.attempt(&payload.request, &token).await;
+            if !matches!(outcome, Attempt::Delivered { .. }) {
+                if let Some((url, method)) = &payload.fallback {
+                    let req = WebhookRequest {
+                        url: url.clone(),
+                        method: method.clone(),
+                        ..payload.request.clone()
+                    };
+                    let fb = self.webhooks.attempt(&req, &token).await;
+                    if matches!(fb, Attempt::Delivered { .. }) {
+                        outcome = fb;
+                    }
+                }
+            }
+            let label = match &outcome {
+                Attempt::Delivered { .. } => "delivered",
+                Attempt::Retry(_) => "retry",
+                Attempt::Rejected(_) => "rejected",
+            };
+            metrics::counter!("tern_webhook_attempts_total", "outcome" => label).increment(1);
+            match outcome {
+                Attempt::Delivered { body, content_type } => {
+                    if payload.purpose == Purpose::Inbound {
+                        self.follow_twiml(&payload, &token, body, content_type, 0)
+                            .await;
+                    }
+                    let _ = self.store.complete_jobs(vec![job.id]).await;
+                    return;
+                }
+                Attempt::Rejected(why) => {
+                    debug!(url = %payload.request.url, %why, "webhook rejected; not retried");
+                    let _ = self.store.complete_jobs(vec![job.id]).await;
+                    return;
+                }
+                Attempt::Retry(why) => {
+                    if job.attempts + 1 >= self.config.webhooks.max_attempts {
+                        metrics::counter!("tern_webhooks_abandoned_total").increment(1);
+                        warn!(url = %payload.request.url, %why, attempts = job.attempts + 1, "webhook given up");
+                        let _ = self.store.complete_jobs(vec![job.id]).await;
+                        return;
+                    }
+                    let delay = backoff(job.attempts + 1);
+                    let run_at = now_ms() + delay.as_millis() as i64;
+                    if let Ok(Some(j)) = self.store.retry_job(job.id, run_at).await {
+                        job = j;
+                    } else {
+                        job.attempts += 1;
+                    }
+                    tokio::time::sleep(delay).await;
+                }
+            }
+        }
+    }
+
+    /// Carries out the TwiML an `SmsUrl` answered with.
+    async fn follow_twiml(
+        &self,
+        hook: &WebhookJob,
+        token: &str,
+        body: Vec<u8>,
+        content_type: Option<String>,
+        depth: u32,
+    ) {
+        if body.iter().all(u8::is_ascii_whitespace) {
+            return;
+        }
+        let xml_like = content_type
+            .as_deref()
+            .is_none_or(|c| c.contains("xml") || c.starts_with("text/"));
+        if !xml_like {
+            return;
+        }
+        let twiml = match tern_twiml::parse_messaging(&body) {
+            Ok(t) => t,
+            Err(e) => {
+                metrics::counter!("tern_twiml_errors_total").increment(1);
+                warn!(error = %e, "the SmsUrl answered with TwiML Tern cannot follow");
+                return;
+            }
+        };
+        let param = |k: &str| {
+            hook.request
+                .params
+                .iter()
+                .find(|(n, _)| n == k)
+                .map(|(_, v)| v.clone())
+        };
+        let (Some(handset), Some(ours)) = (param("From"), param("To")) else {
+            return;
+        };
+        for verb in twiml.verbs {
+            match verb {
+                tern_twiml::Verb::Message(msg) => {
+                    let from = msg.from.clone().unwrap_or_else(|| ours.clone());
+                    let Ok(Some(number)) = self.store.number_by_phone(&from).await else {
+                        continue;
+                    };
+                    if number.account_sid != hook.account_sid {
+                        continue;
+                    }
+                    let to = msg.to.clone().unwrap_or_else(|| handset.clone());
+                    let cb = msg.action.clone().or(msg.status_callback.clone());
+                    if let Err(e) = self.reply(&number, &to, msg.body, cb).await {
+                        warn!(error = %e, "could not queue a TwiML reply");
+                    }
+                }
+                tern_twiml::Verb::Redirect { url, method } => {
+                    if depth >= MAX_REDIRECTS {
+                        warn!("too many TwiML redirects; stopping");
+                        return;
+                    }
+                    let req = WebhookRequest {
+                        url,
+                        method: method.unwrap_or_else(|| "POST".into()),
+                        ..hook.request.clone()
+                    };
+                    if let Attempt::Delivered { body, content_type } =
+                        self.webhooks.attempt(&req, token).await
+                    {
+                        let next = WebhookJob {
+                            request: req,
+                            ..hook.clone()
+                        };
+                        Box::pin(self.follow_twiml(&next, token, body, content_type, depth + 1))
+                            .await;
+                    }
+                    return;
+                }
+            }
+        }
+    }
+}

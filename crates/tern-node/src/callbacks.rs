@@ -34,10 +34,9 @@ pub fn status_params(
     if matches!(
         status,
         MessageStatus::Delivered | MessageStatus::Undelivered
-    ) {
-        if let Some(d) = raw_dlr_done_date {
-            v.push(p("RawDlrDoneDate", d));
-        }
+    ) && let Some(d) = raw_dlr_done_date
+    {
+        v.push(p("RawDlrDoneDate", d));
     }
     v
 }

@@ -788,17 +788,17 @@ impl Engine {
                 }
             };
             let mut outcome = self.webhooks.attempt(&payload.request, &token).await;
-            if !matches!(outcome, Attempt::Delivered { .. }) {
-                if let Some((url, method)) = &payload.fallback {
-                    let req = WebhookRequest {
-                        url: url.clone(),
-                        method: method.clone(),
-                        ..payload.request.clone()
-                    };
-                    let fb = self.webhooks.attempt(&req, &token).await;
-                    if matches!(fb, Attempt::Delivered { .. }) {
-                        outcome = fb;
-                    }
+            if !matches!(outcome, Attempt::Delivered { .. })
+                && let Some((url, method)) = &payload.fallback
+            {
+                let req = WebhookRequest {
+                    url: url.clone(),
+                    method: method.clone(),
+                    ..payload.request.clone()
+                };
+                let fb = self.webhooks.attempt(&req, &token).await;
+                if matches!(fb, Attempt::Delivered { .. }) {
+                    outcome = fb;
                 }
             }
             let label = match &outcome {

@@ -53,10 +53,10 @@ async fn free_number(store: &dyn Store) -> anyhow::Result<String> {
     for _ in 0..1000 {
         let n: u32 = rand::random_range(2_000_000..9_999_999);
         let candidate = format!("+1415{n}");
-        if let Ok(e) = E164::parse(&candidate) {
-            if store.number_by_phone(e.as_str()).await?.is_none() {
-                return Ok(e.as_str().to_string());
-            }
+        if let Ok(e) = E164::parse(&candidate)
+            && store.number_by_phone(e.as_str()).await?.is_none()
+        {
+            return Ok(e.as_str().to_string());
         }
     }
     anyhow::bail!("could not find a free phone number")

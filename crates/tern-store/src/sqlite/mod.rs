@@ -44,10 +44,10 @@ fn unavailable(e: impl std::fmt::Display) -> StoreError {
 }
 
 fn map_sql(e: rusqlite::Error) -> StoreError {
-    if let rusqlite::Error::SqliteFailure(f, ref msg) = e {
-        if f.code == rusqlite::ErrorCode::ConstraintViolation {
-            return StoreError::Conflict(msg.clone().unwrap_or_default());
-        }
+    if let rusqlite::Error::SqliteFailure(f, ref msg) = e
+        && f.code == rusqlite::ErrorCode::ConstraintViolation
+    {
+        return StoreError::Conflict(msg.clone().unwrap_or_default());
     }
     StoreError::Unavailable(e.to_string())
 }
@@ -234,7 +234,7 @@ fn apply_transition(conn: &Connection, t: Transition) -> Result<Vec<Job>> {
         .and_then(|mut s| s.query_row([t.sid.as_str()], |r| r.get(0)).optional())
         .map_err(map_sql)?;
     let current = current.ok_or(StoreError::NotFound)?;
-    let current = MessageStatus::parse(&current).ok_or_else(|| StoreError::Corrupt(current))?;
+    let current = MessageStatus::parse(&current).ok_or(StoreError::Corrupt(current))?;
     if current != t.expected {
         return Err(StoreError::StaleStatus(current));
     }

@@ -225,6 +225,7 @@ class Creds:
 
 
 _SERVERS: list["TernServer"] = []
+_CURRENT_TEST = {"nodeid": None}
 
 
 class TernServer:
@@ -247,6 +248,7 @@ class TernServer:
         self.proc: Optional[subprocess.Popen] = None
         self.creds: Optional[Creds] = None
         self._log_fh = None
+        self.owner = _CURRENT_TEST["nodeid"]
         _SERVERS.append(self)
 
     # -- process control ------------------------------------------------
@@ -354,13 +356,20 @@ class TernServer:
         return make_client(self.base_url, c.account_sid, c.auth_token)
 
 
+def pytest_runtest_setup(item):
+    _CURRENT_TEST["nodeid"] = item.nodeid
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item, call):
+    """On failure, attach the log tail of every server that is running or was made by this test."""
     outcome = yield
     rep = outcome.get_result()
     if rep.failed:
         for s in list(_SERVERS):
-            rep.sections.append((f"{s.name} log tail ({s.log_path})", s.log_tail()))
+            running = s.proc is not None and s.proc.poll() is None
+            if running or s.owner == item.nodeid:
+                rep.sections.append((f"{s.name} log tail ({s.log_path})", s.log_tail()))
 
 
 # --------------------------------------------------------------------------

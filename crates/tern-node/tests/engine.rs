@@ -1,0 +1,254 @@
+//! The engine end to end on the embedded backends: SQLite, the in-process queue, the
+//! simulated carrier and a real HTTP receiver for callbacks.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tern_bus::inproc::InProcessQueue;
+use tern_carriers::Carrier;
+use tern_carriers::sim::SimCarrier;
+use tern_domain::SendParams;
+use tern_node::{Config, Engine, now_ms};
+use tern_store::sqlite::SqliteStore;
+use tern_store::{Account, AccountStatus, NumberConfig, PhoneNumber, Store};
+use tern_types::{MessageStatus, Sid, SidPrefix};
+use tokio::sync::Notify;
+
+type Calls = Arc<Mutex<Vec<(String, Vec<(String, String)>, String)>>>;
+
+/// A receiver that records (path, params, signature) and answers `reply` as TwiML.
+async fn receiver(reply: &'static str) -> (String, Calls, Arc<Notify>) {
+    let calls: Calls = Arc::default();
+    let notify = Arc::new(Notify::new());
+    let (c, n) = (calls.clone(), notify.clone());
+    let app = axum::Router::new().fallback(
+        move |uri: axum::http::Uri, headers: axum::http::HeaderMap, body: axum::body::Bytes| {
+            let (c, n) = (c.clone(), n.clone());
+            async move {
+                let params: Vec<(String, String)> =
+                    form_urlencoded::parse(&body).into_owned().collect();
+                let sig = headers
+                    .get("x-twilio-signature")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("")
+                    .to_string();
+                c.lock()
+                    .unwrap()
+                    .push((uri.path().to_string(), params, sig));
+                n.notify_waiters();
+                ([("content-type", "text/xml")], reply)
+            }
+        },
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (format!("http://{addr}"), calls, notify)
+}
+
+async fn wait_for(
+    calls: &Calls,
+    notify: &Notify,
+    pred: impl Fn(&[(String, Vec<(String, String)>, String)]) -> bool,
+) {
+    tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            let woken = notify.notified();
+            if pred(&calls.lock().unwrap()) {
+                return;
+            }
+            let _ = tokio::time::timeout(Duration::from_millis(100), woken).await;
+        }
+    })
+    .await
+    .expect("condition not reached in time");
+}
+
+struct Node {
+    engine: Arc<Engine>,
+    store: Arc<dyn Store>,
+    account: Account,
+    number: PhoneNumber,
+}
+
+async fn node(dir: &std::path::Path, first: bool, sms_url: Option<String>) -> Node {
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&dir.join("tern.db")).unwrap());
+    let (account, number) = if first {
+        let t = now_ms();
+        let account = Account {
+            sid: Sid::generate(SidPrefix::Account),
+            parent_sid: None,
+            friendly_name: "t".into(),
+            auth_token: "secret-token".into(),
+            status: AccountStatus::Active,
+            created: t,
+            updated: t,
+        };
+        store.create_account(account.clone()).await.unwrap();
+        let number = PhoneNumber {
+            sid: Sid::generate(SidPrefix::PhoneNumber),
+            account_sid: account.sid,
+            phone_number: "+14155550100".into(),
+            config: NumberConfig {
+                sms_url,
+                ..Default::default()
+            },
+            created: t,
+            updated: t,
+        };
+        store.create_number(number.clone()).await.unwrap();
+        (account, number)
+    } else {
+        let a = store.first_account().await.unwrap().unwrap();
+        let n = store.numbers(a.sid).await.unwrap().remove(0);
+        (a, n)
+    };
+    let queue = Arc::new(InProcessQueue::new());
+    tokio::spawn(queue.clone().run_timer());
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let mut config = Config::default();
+    config.sim.receipt_delay_ms = 10;
+    let sim: Arc<dyn Carrier> = Arc::new(SimCarrier::new("sim", config.sim.clone(), tx));
+    let engine = Engine::new(store.clone(), queue, vec![sim], config).unwrap();
+    engine.start(rx).await.unwrap();
+    Node {
+        engine,
+        store,
+        account,
+        number,
+    }
+}
+
+fn param<'a>(p: &'a [(String, String)], k: &str) -> Option<&'a str> {
+    p.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_send_is_delivered_with_signed_callbacks_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let n = node(dir.path(), true, None).await;
+    let (base, calls, notify) = receiver("").await;
+    let url = format!("{base}/status");
+    let params = SendParams {
+        to: Some("+14155552671".into()),
+        from: Some(n.number.phone_number.clone()),
+        body: Some("hello".into()),
+        status_callback: Some(url.clone()),
+        ..Default::default()
+    };
+    let m = n.engine.send(&n.account, &params).await.unwrap();
+    assert_eq!(m.status, MessageStatus::Queued);
+    wait_for(&calls, &notify, |c| c.len() >= 3).await;
+    let calls = calls.lock().unwrap().clone();
+    let statuses: Vec<_> = calls
+        .iter()
+        .map(|(_, p, _)| param(p, "MessageStatus").unwrap().to_string())
+        .collect();
+    assert_eq!(statuses, ["sending", "sent", "delivered"]);
+    for (_, p, sig) in &calls {
+        assert!(tern_webhooks::signature::validate_form(
+            "secret-token",
+            &url,
+            p,
+            sig
+        ));
+        assert_eq!(param(p, "MessageSid"), Some(m.sid.as_str()));
+        assert!(
+            param(p, "RawDlrDoneDate").is_some()
+                == (param(p, "MessageStatus") == Some("delivered"))
+        );
+    }
+    let stored = n.store.message(m.sid).await.unwrap().unwrap();
+    assert_eq!(stored.status, MessageStatus::Delivered);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn work_left_by_a_crash_is_finished_after_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let (base, calls, notify) = receiver("").await;
+    let url = format!("{base}/status");
+    let sid = {
+        // Write a message and its route job as the API would, with no engine running: the
+        // state a crash right after the 201 leaves behind.
+        let n = node(dir.path(), true, None).await;
+        n.engine.drain(Duration::from_millis(10)).await;
+        let params = SendParams {
+            to: Some("+14155552671".into()),
+            from: Some(n.number.phone_number.clone()),
+            body: Some("survives".into()),
+            status_callback: Some(url.clone()),
+            ..Default::default()
+        };
+        n.engine.send(&n.account, &params).await.unwrap().sid
+    };
+    let n = node(dir.path(), false, None).await;
+    wait_for(&calls, &notify, |c| {
+        c.iter()
+            .any(|(_, p, _)| param(p, "MessageStatus") == Some("delivered"))
+    })
+    .await;
+    assert_eq!(
+        n.store.message(sid).await.unwrap().unwrap().status,
+        MessageStatus::Delivered
+    );
+    // The last callback's job is deleted once its response is read.
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while !n.store.pending_jobs().await.unwrap().is_empty() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("jobs left behind");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_inbound_message_reaches_the_sms_url_and_twiml_replies() {
+    let dir = tempfile::tempdir().unwrap();
+    let (base, calls, notify) = receiver("<Response><Message>pong</Message></Response>").await;
+    let n = node(dir.path(), true, Some(format!("{base}/sms"))).await;
+    let sms = tern_carriers::InboundSms {
+        carrier: "sim".into(),
+        from: "+14155552671".into(),
+        to: n.number.phone_number.clone(),
+        body: "ping".into(),
+    };
+    let inbound = n.engine.receive_inbound(sms).await.unwrap().unwrap();
+    assert_eq!(inbound.status, MessageStatus::Received);
+    wait_for(&calls, &notify, |c| !c.is_empty()).await;
+    let (path, p, sig) = calls.lock().unwrap()[0].clone();
+    assert_eq!(path, "/sms");
+    assert_eq!(param(&p, "Body"), Some("ping"));
+    assert_eq!(param(&p, "SmsStatus"), Some("received"));
+    assert!(tern_webhooks::signature::validate_form(
+        "secret-token",
+        &format!("{base}/sms"),
+        &p,
+        &sig
+    ));
+    // The reply is an outbound-reply message that gets delivered.
+    tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            let page = n
+                .store
+                .messages(
+                    n.account.sid,
+                    tern_store::MessageQuery {
+                        limit: 10,
+                        ..Default::default()
+                    },
+                )
+                .await
+                .unwrap();
+            if page.items.iter().any(|m| {
+                m.body == "pong"
+                    && m.direction == tern_types::Direction::OutboundReply
+                    && m.status == MessageStatus::Delivered
+            }) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("the TwiML reply was not delivered");
+}

@@ -1,6 +1,6 @@
 //! The parameters of status callbacks and inbound-message webhooks, as Twilio sends them.
 
-use tern_store::{Message, PhoneNumber};
+use tern_store::Message;
 use tern_types::MessageStatus;
 
 fn p(k: &str, v: impl Into<String>) -> (String, String) {
@@ -42,9 +42,8 @@ pub fn status_params(
 }
 
 /// The webhook to a number's `SmsUrl` for an inbound message.
-pub fn inbound_params(m: &Message, number: &PhoneNumber) -> Vec<(String, String)> {
-    let _ = number;
-    vec![
+pub fn inbound_params(m: &Message) -> Vec<(String, String)> {
+    let mut v = vec![
         p("ToCountry", country(&m.to)),
         p("ToState", ""),
         p("SmsMessageSid", m.sid.as_str()),
@@ -67,7 +66,11 @@ pub fn inbound_params(m: &Message, number: &PhoneNumber) -> Vec<(String, String)
         p("AccountSid", m.account_sid.as_str()),
         p("From", m.from.as_deref().unwrap_or_default()),
         p("ApiVersion", "2010-04-01"),
-    ]
+    ];
+    if let Some(s) = m.messaging_service_sid {
+        v.push(p("MessagingServiceSid", s.as_str()));
+    }
+    v
 }
 
 fn country(number: &str) -> String {

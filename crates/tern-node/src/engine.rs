@@ -596,12 +596,13 @@ impl Engine {
             metrics::counter!("tern_inbound_unrouted_total").increment(1);
             return Ok(None);
         };
+        let service = self.store.number_service(number.sid).await?;
         let now = now_ms();
         let seg = tern_sms::segment_info(&sms.body);
         let m = Message {
             sid: Sid::generate(SidPrefix::Message),
             account_sid: number.account_sid,
-            messaging_service_sid: None,
+            messaging_service_sid: service.as_ref().map(|s| s.sid),
             direction: Direction::Inbound,
             from: Some(sms.from.clone()),
             to: sms.to.clone(),
@@ -636,35 +637,48 @@ impl Engine {
             _ => {}
         }
         let mut jobs = Vec::new();
-        if let Some(url) = number.config.sms_url.clone().filter(|u| !u.is_empty()) {
+        // A number in a Messaging Service takes the service's inbound settings when it has
+        // them, as on Twilio; otherwise the number's own.
+        let svc_target = service.as_ref().and_then(|s| {
+            let c = &s.config;
+            let url = c.inbound_request_url.clone().filter(|u| !u.is_empty())?;
+            let method = c.inbound_method.clone().unwrap_or_else(|| "POST".into());
+            let fallback = c
+                .fallback_url
+                .clone()
+                .filter(|u| !u.is_empty())
+                .map(|f| (f, "POST".to_string()));
+            Some((url, method, fallback))
+        });
+        let target = svc_target.or_else(|| {
+            let c = &number.config;
+            let url = c.sms_url.clone().filter(|u| !u.is_empty())?;
+            let method = c.sms_method.clone().unwrap_or_else(|| "POST".into());
+            let fallback = c
+                .sms_fallback_url
+                .clone()
+                .filter(|u| !u.is_empty())
+                .map(|f| {
+                    (
+                        f,
+                        c.sms_fallback_method
+                            .clone()
+                            .unwrap_or_else(|| "POST".into()),
+                    )
+                });
+            Some((url, method, fallback))
+        });
+        if let Some((url, method, fallback)) = target {
             let job = WebhookJob {
                 purpose: Purpose::Inbound,
                 account_sid: number.account_sid,
                 request: WebhookRequest {
                     url,
-                    method: number
-                        .config
-                        .sms_method
-                        .clone()
-                        .unwrap_or_else(|| "POST".into()),
-                    params: callbacks::inbound_params(&m, &number),
+                    method,
+                    params: callbacks::inbound_params(&m),
                     idempotency_token: token(),
                 },
-                fallback: number
-                    .config
-                    .sms_fallback_url
-                    .clone()
-                    .filter(|u| !u.is_empty())
-                    .map(|u| {
-                        (
-                            u,
-                            number
-                                .config
-                                .sms_fallback_method
-                                .clone()
-                                .unwrap_or_else(|| "POST".into()),
-                        )
-                    }),
+                fallback,
             };
             if let Ok(payload) = serde_json::to_string(&job) {
                 jobs.push(NewJob {

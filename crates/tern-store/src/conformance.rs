@@ -321,9 +321,14 @@ async fn services_pool_and_round_robin(s: &dyn Store) {
         Err(StoreError::Conflict(_))
     ));
     assert_eq!(s.service_numbers(svc.sid).await.unwrap()[0].0.sid, n.sid);
+    assert_eq!(
+        s.number_service(n.sid).await.unwrap().map(|x| x.sid),
+        Some(svc.sid)
+    );
     assert_eq!(s.next_sender_counter(svc.sid).await.unwrap(), 0);
     assert_eq!(s.next_sender_counter(svc.sid).await.unwrap(), 1);
     assert!(s.remove_service_number(svc.sid, n.sid).await.unwrap());
+    assert!(s.number_service(n.sid).await.unwrap().is_none());
     assert!(s.delete_service(svc.sid).await.unwrap());
     assert!(s.service(svc.sid).await.unwrap().is_none());
 }

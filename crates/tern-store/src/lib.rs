@@ -89,6 +89,8 @@ pub trait Store: Send + Sync + 'static {
     async fn remove_service_number(&self, service: Sid, number: Sid) -> Result<bool>;
     /// The pool, in the order the numbers were added, with the time each was added.
     async fn service_numbers(&self, service: Sid) -> Result<Vec<(PhoneNumber, i64)>>;
+    /// The Messaging Service whose pool holds `number`, if any.
+    async fn number_service(&self, number: Sid) -> Result<Option<MessagingService>>;
     /// Increments and returns the service's round-robin counter.
     async fn next_sender_counter(&self, service: Sid) -> Result<u64>;
 

@@ -628,6 +628,22 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn number_service(&self, number: Sid) -> Result<Option<MessagingService>> {
+        self.read(move |c| {
+            let cols = SERVICE_COLS.split(", ").map(|col| format!("m.{col}")).collect::<Vec<_>>().join(", ");
+            query_opt(
+                c,
+                &format!(
+                    "SELECT {cols} FROM service_numbers s JOIN messaging_services m ON m.sid = s.service_sid
+                     WHERE s.number_sid = ?1 ORDER BY s.created LIMIT 1"
+                ),
+                [number.as_str()],
+                service_row,
+            )
+        })
+        .await
+    }
+
     async fn next_sender_counter(&self, service: Sid) -> Result<u64> {
         self.write(move |c| {
             let v: Option<i64> = c

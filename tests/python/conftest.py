@@ -266,6 +266,7 @@ class TernServer:
         env = dict(os.environ)
         env.setdefault("RUST_LOG", "info")
         env.setdefault("RUST_BACKTRACE", "1")
+        env.setdefault("NO_COLOR", "1")
         self._log_fh = open(self.log_path, "ab")
         self._log_fh.write(f"\n===== [{time.strftime('%H:%M:%S')}] {' '.join(cmd)}\n".encode())
         self._log_fh.flush()

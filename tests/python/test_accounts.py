@@ -222,3 +222,17 @@ def test_invalid_account_status_is_400(client, make_subaccount):
     with raises_twilio(400):
         client.api.v2010.accounts(sub.sid).update(status="bogus")
     assert client.api.v2010.accounts(sub.sid).fetch().status == "active"
+
+
+def test_api_key_cannot_manage_keys_or_accounts(client, tern, creds):
+    """Standard API keys get 20003 on /Accounts and /Keys (Twilio docs, errors/20003)."""
+    key = client.api.v2010.account.new_keys.create(friendly_name="standard")
+    kc = make_client(tern.base_url, key.sid, key.secret, creds.account_sid)
+    assert kc.messages.list(limit=1) is not None  # the key itself works
+    with raises_twilio(401, 20003):
+        kc.api.v2010.account.new_keys.create(friendly_name="minted by a key")
+    with raises_twilio(401, 20003):
+        kc.api.v2010.account.keys.list()
+    with raises_twilio(401, 20003):
+        kc.api.v2010.accounts.create(friendly_name="sub minted by a key")
+    client.api.v2010.account.keys(key.sid).delete()

@@ -164,3 +164,33 @@ def test_callback_gives_up_after_max_attempts(client, receiver, sender, handset)
     receiver.wait_status(barrier, b.sid, "delivered")
     final = [e for e in receiver.events_for(dead) if e.status == "delivered"]
     assert len(final) == 3, f"expected exactly 3 attempts, got {len(final)}"
+
+
+def test_callback_order_per_message_under_concurrency(client, creds, receiver):
+    import concurrent.futures
+
+    cb = receiver.url("many")
+    senders = creds.phone_numbers
+
+    def one(i):
+        to = random_number()
+        return client.messages.create(to=to, from_=senders[i % 2], body=f"c{i}",
+                                      status_callback=cb).sid, to
+
+    with concurrent.futures.ThreadPoolExecutor(6) as ex:
+        sent = list(ex.map(one, range(30)))
+    path = urlsplit(cb).path
+    want = {sid for sid, _ in sent}
+
+    def all_done(evs):
+        done = {e.params.get("MessageSid") for e in evs if e.path == path
+                and e.status == "delivered"}
+        return want <= done
+
+    receiver.wait_for(all_done, timeout=60, desc="delivered callbacks for 30 messages")
+    for sid, to in sent:
+        evs = [e for e in receiver.events_for(cb) if e.params.get("MessageSid") == sid]
+        assert [e.status for e in evs] == ["sending", "sent", "delivered"], (sid, [e.status for e in evs])
+        for e in evs:
+            assert e.valid is True
+            assert e.params["To"] == to

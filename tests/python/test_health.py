@@ -25,6 +25,7 @@ def test_metrics_prometheus_text(base_url, client, creds):
         assert name_and_labels, ln
         float(value)  # every sample line ends in a number
     assert "# TYPE" in r.text
+    assert any(ln.startswith("tern_") for ln in lines), "expected tern_* metrics"
 
 
 def test_credentials_file_shape(creds, tern):

@@ -193,3 +193,42 @@ def test_stop_and_start(tern, creds, client, receiver, owned, stop_word, start_w
     back = poll(opted_in, timeout=10, desc=f"{start_word} to take effect")
     assert back.status == "queued"
     wait_message_status(client, back.sid, "delivered")
+
+
+def test_sms_method_get_signs_url_with_query(tern, creds, client, receiver):
+    sms_url = receiver.url("sms-get") + "?tenant=t1"
+    pn = client.incoming_phone_numbers.create(phone_number=random_number(), sms_url=sms_url,
+                                              sms_method="GET")
+    handset = random_number()
+    sid = inbound(tern, creds, handset, pn.phone_number, "via GET & more")
+    ev = webhook_for(receiver, sms_url, sid)
+    assert ev.method == "GET"
+    assert ev.params["tenant"] == "t1"
+    assert ev.params["Body"] == "via GET & more"
+    assert ev.params["From"] == handset
+    assert ev.signature and ev.valid is True, f"bad signature for GET {ev.url}"
+
+
+def test_sms_fallback_url_used_when_sms_url_fails(tern, creds, client, receiver):
+    sms_url = receiver.url("broken")
+    fallback = receiver.url("fallback")
+    receiver.respond(sms_url, body="boom", status=500, content_type="text/plain")
+    receiver.respond_twiml(fallback, "from fallback")
+    pn = client.incoming_phone_numbers.create(phone_number=random_number(), sms_url=sms_url,
+                                              sms_fallback_url=fallback)
+    handset = random_number()
+    sid = inbound(tern, creds, handset, pn.phone_number, "hello?")
+    ev = webhook_for(receiver, fallback, sid)
+    assert ev.valid is True
+    assert ev.params["Body"] == "hello?"
+    replies = poll(
+        lambda: [m for m in client.messages.list(to=handset) if m.direction == "outbound-reply"],
+        timeout=20, desc="reply from the fallback TwiML")
+    assert [r.body for r in replies] == ["from fallback"]
+
+
+def test_subaccount_cannot_inject_inbound_to_parent_number(tern, creds, make_subaccount):
+    sub = make_subaccount()
+    r = sim_inbound(tern.base_url, (sub.sid, sub.token), random_number(),
+                    creds.phone_numbers[0], "spoofed")
+    assert 400 <= r.status_code < 500, f"{r.status_code} {r.text}"

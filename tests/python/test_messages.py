@@ -196,6 +196,25 @@ def test_list_filters_date_sent(client, sender, handset, raw):
     assert [x["sid"] for x in r.json()["messages"]] == [m.sid]
 
 
+def test_concurrent_creates_are_all_listed_once(client, creds):
+    import concurrent.futures
+
+    to = random_number()
+    senders = creds.phone_numbers
+
+    def one(i):
+        return client.messages.create(to=to, from_=senders[i % 2], body=f"burst {i}").sid
+
+    with concurrent.futures.ThreadPoolExecutor(8) as ex:
+        sids = list(ex.map(one, range(80)))
+    assert len(set(sids)) == 80, "duplicate SIDs handed out"
+    listed = [m.sid for m in client.messages.stream(to=to, page_size=7)]
+    assert len(listed) == len(set(listed)), "a message was listed twice across pages"
+    assert sorted(listed) == sorted(sids)
+    for sid in sids[::10]:
+        wait_message_status(client, sid, "delivered")
+
+
 # ---------------------------------------------------------------- redact / delete
 
 

@@ -408,14 +408,23 @@ impl Engine {
                 m.num_segments = tern_sms::segment_info(&m.body).num_segments;
             }
             t.expected = m.status;
+            let from = t.from.clone();
             match self.apply(t).await {
-                Ok(()) | Err(StoreError::StaleStatus(_)) => {}
+                Ok(()) => {
+                    // What the store now holds, without reading it back.
+                    m.status = next;
+                    m.from = from.or(m.from);
+                    m.updated = now;
+                }
+                // Someone else moved it (a cancel): continue from what is stored.
+                Err(StoreError::StaleStatus(_)) => {
+                    m = match self.store.message(m.sid).await? {
+                        Some(m) => m,
+                        None => return self.store.complete_jobs(vec![job.id]).await,
+                    };
+                }
                 Err(e) => return Err(e),
             }
-            m = match self.store.message(m.sid).await? {
-                Some(m) => m,
-                None => return self.store.complete_jobs(vec![job.id]).await,
-            };
         }
     }
 

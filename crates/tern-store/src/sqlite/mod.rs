@@ -30,13 +30,27 @@ const MAX_BATCH: usize = 1024;
 const READERS: usize = 4;
 
 type Reply = Box<dyn FnOnce(bool) + Send>;
+
+thread_local! {
+    /// Per-thread read connections for point lookups, one per open store.
+    static LOOKUP_CONNS: std::cell::RefCell<Vec<(u64, Connection)>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+static NEXT_STORE_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 type WriteOp = Box<dyn FnOnce(&Connection) -> Reply + Send>;
 
 pub struct SqliteStore {
     writer: Mutex<Option<mpsc::Sender<WriteOp>>>,
     writer_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+    checkpointer: Mutex<
+        Option<(
+            Arc<std::sync::atomic::AtomicBool>,
+            std::thread::JoinHandle<()>,
+        )>,
+    >,
     readers: Arc<Vec<Mutex<Connection>>>,
     next_reader: AtomicUsize,
+    id: u64,
+    path: std::path::PathBuf,
 }
 
 fn unavailable(e: impl std::fmt::Display) -> StoreError {
@@ -77,6 +91,17 @@ fn migrate(conn: &Connection) -> Result<()> {
     Ok(())
 }
 
+/// Copies committed WAL frames into the database file twice a second.
+fn run_checkpointer(conn: Connection, stop: Arc<std::sync::atomic::AtomicBool>) {
+    while !stop.load(Ordering::Relaxed) {
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        if let Err(e) = conn.execute_batch("PRAGMA wal_checkpoint(PASSIVE)") {
+            tracing::warn!(error = %e, "WAL checkpoint failed; it is retried");
+        }
+    }
+    let _ = conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)");
+}
+
 fn run_writer(conn: Connection, rx: mpsc::Receiver<WriteOp>) {
     let mut batch: Vec<WriteOp> = Vec::with_capacity(MAX_BATCH);
     while let Ok(op) = rx.recv() {
@@ -106,6 +131,18 @@ impl SqliteStore {
     pub fn open(path: &Path) -> Result<SqliteStore> {
         let conn = open(path)?;
         migrate(&conn)?;
+        // Checkpoints run on their own thread so that commits never wait for one.
+        conn.execute_batch("PRAGMA wal_autocheckpoint=0")
+            .map_err(map_sql)?;
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let checkpointer = {
+            let conn = open(path)?;
+            let stop = stop.clone();
+            std::thread::Builder::new()
+                .name("tern-sqlite-checkpoint".into())
+                .spawn(move || run_checkpointer(conn, stop))
+                .map_err(unavailable)?
+        };
         let readers = (0..READERS)
             .map(|_| open(path).map(Mutex::new))
             .collect::<Result<Vec<_>>>()?;
@@ -117,8 +154,11 @@ impl SqliteStore {
         Ok(SqliteStore {
             writer: Mutex::new(Some(tx)),
             writer_thread: Mutex::new(Some(handle)),
+            checkpointer: Mutex::new(Some((stop, checkpointer))),
             readers: Arc::new(readers),
             next_reader: AtomicUsize::new(0),
+            id: NEXT_STORE_ID.fetch_add(1, Ordering::Relaxed),
+            path: path.to_path_buf(),
         })
     }
 
@@ -128,6 +168,10 @@ impl SqliteStore {
             w.take();
         }
         if let Some(h) = self.writer_thread.lock().ok().and_then(|mut h| h.take()) {
+            let _ = h.join();
+        }
+        if let Some((stop, h)) = self.checkpointer.lock().ok().and_then(|mut h| h.take()) {
+            stop.store(true, Ordering::Relaxed);
             let _ = h.join();
         }
     }
@@ -159,6 +203,26 @@ impl SqliteStore {
             .map_err(|_| StoreError::Unavailable("writer stopped".into()))?;
         rx.await
             .map_err(|_| StoreError::Unavailable("writer stopped".into()))?
+    }
+
+    /// A point lookup, run on the calling thread with that thread's own connection: an
+    /// indexed read on a WAL database takes microseconds, less than handing it to another
+    /// thread would. Scans and lists use [`Self::read`].
+    async fn lookup<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        LOOKUP_CONNS.with(|cell| {
+            let mut conns = cell.borrow_mut();
+            if !conns.iter().any(|(id, _)| *id == self.id) {
+                conns.push((self.id, open(&self.path)?));
+            }
+            let conn = conns.iter().find(|(id, _)| *id == self.id).map(|(_, c)| c);
+            match conn {
+                Some(c) => f(c),
+                None => Err(StoreError::Unavailable("no connection".into())),
+            }
+        })
     }
 
     async fn read<T: Send + 'static>(
@@ -299,7 +363,7 @@ impl Store for SqliteStore {
     }
 
     async fn account(&self, sid: Sid) -> Result<Option<Account>> {
-        self.read(move |c| {
+        self.lookup(move |c| {
             query_opt(
                 c,
                 &format!("SELECT {ACCOUNT_COLS} FROM accounts WHERE sid = ?1"),
@@ -372,7 +436,7 @@ impl Store for SqliteStore {
     }
 
     async fn key(&self, sid: Sid) -> Result<Option<ApiKey>> {
-        self.read(move |c| {
+        self.lookup(move |c| {
             query_opt(
                 c,
                 &format!("SELECT {KEY_COLS} FROM api_keys WHERE sid = ?1"),
@@ -437,7 +501,7 @@ impl Store for SqliteStore {
     }
 
     async fn number(&self, sid: Sid) -> Result<Option<PhoneNumber>> {
-        self.read(move |c| {
+        self.lookup(move |c| {
             query_opt(
                 c,
                 &format!("SELECT {NUMBER_COLS} FROM phone_numbers WHERE sid = ?1"),
@@ -450,7 +514,7 @@ impl Store for SqliteStore {
 
     async fn number_by_phone(&self, phone: &str) -> Result<Option<PhoneNumber>> {
         let phone = phone.to_string();
-        self.read(move |c| {
+        self.lookup(move |c| {
             query_opt(
                 c,
                 &format!("SELECT {NUMBER_COLS} FROM phone_numbers WHERE phone_number = ?1"),
@@ -525,7 +589,7 @@ impl Store for SqliteStore {
     }
 
     async fn service(&self, sid: Sid) -> Result<Option<MessagingService>> {
-        self.read(move |c| {
+        self.lookup(move |c| {
             query_opt(
                 c,
                 &format!("SELECT {SERVICE_COLS} FROM messaging_services WHERE sid = ?1"),
@@ -613,7 +677,7 @@ impl Store for SqliteStore {
     }
 
     async fn service_numbers(&self, service: Sid) -> Result<Vec<(PhoneNumber, i64)>> {
-        self.read(move |c| {
+        self.lookup(move |c| {
             let cols = NUMBER_COLS.split(", ").map(|col| format!("n.{col}")).collect::<Vec<_>>().join(", ");
             query_all(
                 c,
@@ -629,7 +693,7 @@ impl Store for SqliteStore {
     }
 
     async fn number_service(&self, number: Sid) -> Result<Option<MessagingService>> {
-        self.read(move |c| {
+        self.lookup(move |c| {
             let cols = SERVICE_COLS.split(", ").map(|col| format!("m.{col}")).collect::<Vec<_>>().join(", ");
             query_opt(
                 c,
@@ -667,7 +731,7 @@ impl Store for SqliteStore {
     }
 
     async fn message(&self, sid: Sid) -> Result<Option<Message>> {
-        self.read(move |c| {
+        self.lookup(move |c| {
             query_opt(
                 c,
                 &format!("SELECT {MESSAGE_COLS} FROM messages WHERE sid = ?1"),
@@ -680,7 +744,7 @@ impl Store for SqliteStore {
 
     async fn message_by_carrier_id(&self, carrier: &str, id: &str) -> Result<Option<Message>> {
         let (carrier, id) = (carrier.to_string(), id.to_string());
-        self.read(move |c| {
+        self.lookup(move |c| {
             query_opt(
                 c,
                 &format!("SELECT {MESSAGE_COLS} FROM messages WHERE carrier = ?1 AND carrier_message_id = ?2"),
@@ -789,7 +853,7 @@ impl Store for SqliteStore {
 
     async fn is_opted_out(&self, account: Sid, handset: &str) -> Result<bool> {
         let handset = handset.to_string();
-        self.read(move |c| {
+        self.lookup(move |c| {
             c.prepare_cached("SELECT 1 FROM opt_outs WHERE account_sid = ?1 AND handset = ?2")
                 .and_then(|mut s| s.exists(params![account.as_str(), handset]))
                 .map_err(map_sql)

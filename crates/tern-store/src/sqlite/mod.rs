@@ -246,15 +246,23 @@ impl Drop for SqliteStore {
     }
 }
 
+fn exec_cached(conn: &Connection, sql: &str) -> Result<()> {
+    conn.prepare_cached(sql)
+        .and_then(|mut s| s.execute([]))
+        .map_err(map_sql)?;
+    Ok(())
+}
+
 fn in_savepoint<T>(conn: &Connection, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
-    conn.execute_batch("SAVEPOINT op").map_err(map_sql)?;
+    exec_cached(conn, "SAVEPOINT op")?;
     match f(conn) {
         Ok(v) => {
-            conn.execute_batch("RELEASE op").map_err(map_sql)?;
+            exec_cached(conn, "RELEASE op")?;
             Ok(v)
         }
         Err(e) => {
-            let _ = conn.execute_batch("ROLLBACK TO op; RELEASE op");
+            let _ = exec_cached(conn, "ROLLBACK TO op");
+            let _ = exec_cached(conn, "RELEASE op");
             Err(e)
         }
     }
@@ -293,41 +301,44 @@ fn delete_job(conn: &Connection, id: i64) -> Result<()> {
 }
 
 fn apply_transition(conn: &Connection, t: Transition) -> Result<Vec<Job>> {
-    let current: Option<String> = conn
-        .prepare_cached("SELECT status FROM messages WHERE sid = ?1")
-        .and_then(|mut s| s.query_row([t.sid.as_str()], |r| r.get(0)).optional())
-        .map_err(map_sql)?;
-    let current = current.ok_or(StoreError::NotFound)?;
-    let current = MessageStatus::parse(&current).ok_or(StoreError::Corrupt(current))?;
-    if current != t.expected {
-        return Err(StoreError::StaleStatus(current));
-    }
     let (carrier, carrier_id) = t.carrier.map_or((None, None), |(c, i)| (Some(c), Some(i)));
     let sent = matches!(t.to, MessageStatus::Sent | MessageStatus::Sending).then_some(t.at);
-    conn.prepare_cached(
-        "UPDATE messages SET status = ?2, updated = ?3,
-            error_code = COALESCE(?4, error_code),
-            from_number = COALESCE(?5, from_number),
-            carrier = COALESCE(?6, carrier),
-            carrier_message_id = COALESCE(?7, carrier_message_id),
-            raw_dlr_done_date = COALESCE(?8, raw_dlr_done_date),
-            sent = COALESCE(sent, ?9)
-         WHERE sid = ?1",
-    )
-    .and_then(|mut s| {
-        s.execute(params![
-            t.sid.as_str(),
-            t.to.as_str(),
-            t.at,
-            t.error_code,
-            t.from,
-            carrier,
-            carrier_id,
-            t.raw_dlr_done_date,
-            sent
-        ])
-    })
-    .map_err(map_sql)?;
+    // Compare-and-set: the update applies only while the status is the expected one.
+    let changed = conn
+        .prepare_cached(
+            "UPDATE messages SET status = ?2, updated = ?3,
+                error_code = COALESCE(?4, error_code),
+                from_number = COALESCE(?5, from_number),
+                carrier = COALESCE(?6, carrier),
+                carrier_message_id = COALESCE(?7, carrier_message_id),
+                raw_dlr_done_date = COALESCE(?8, raw_dlr_done_date),
+                sent = COALESCE(sent, ?9)
+             WHERE sid = ?1 AND status = ?10",
+        )
+        .and_then(|mut s| {
+            s.execute(params![
+                t.sid.as_str(),
+                t.to.as_str(),
+                t.at,
+                t.error_code,
+                t.from,
+                carrier,
+                carrier_id,
+                t.raw_dlr_done_date,
+                sent,
+                t.expected.as_str()
+            ])
+        })
+        .map_err(map_sql)?;
+    if changed == 0 {
+        let current: Option<String> = conn
+            .prepare_cached("SELECT status FROM messages WHERE sid = ?1")
+            .and_then(|mut s| s.query_row([t.sid.as_str()], |r| r.get(0)).optional())
+            .map_err(map_sql)?;
+        let current = current.ok_or(StoreError::NotFound)?;
+        let current = MessageStatus::parse(&current).ok_or(StoreError::Corrupt(current))?;
+        return Err(StoreError::StaleStatus(current));
+    }
     conn.prepare_cached(
         "INSERT INTO message_events (message_sid, status, at, error_code) VALUES (?1, ?2, ?3, ?4)",
     )

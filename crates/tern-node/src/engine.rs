@@ -365,7 +365,8 @@ impl Engine {
             if m.status.is_terminal() || m.status == MessageStatus::Sent {
                 return self.store.complete_jobs(vec![job.id]).await;
             }
-            if now > m.expires_at() && m.status != MessageStatus::Sending {
+            // Expiry applies until a carrier has taken the message, retries included.
+            if now > m.expires_at() {
                 let mut t = self.transition_with_error(
                     &m,
                     MessageStatus::Failed,

@@ -108,6 +108,11 @@ async fn node(dir: &std::path::Path, first: bool, sms_url: Option<String>) -> No
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
     let mut config = Config::default();
     config.sim.receipt_delay_ms = 10;
+    config.sim.rules.push(tern_carriers::sim::SimRule {
+        prefix: "+1212".into(),
+        outcome: tern_carriers::sim::SimOutcome::Throttled,
+        error_code: None,
+    });
     let sim: Arc<dyn Carrier> = Arc::new(SimCarrier::new("sim", config.sim.clone(), tx));
     let engine = Engine::new(store.clone(), queue, vec![sim], config).unwrap();
     engine.start(rx).await.unwrap();
@@ -251,4 +256,39 @@ async fn an_inbound_message_reaches_the_sms_url_and_twiml_replies() {
     })
     .await
     .expect("the TwiML reply was not delivered");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_the_carrier_never_takes_fails_when_its_validity_runs_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let n = node(dir.path(), true, None).await;
+    let (base, calls, notify) = receiver("").await;
+    let url = format!("{base}/status");
+    let params = SendParams {
+        to: Some("+12125550123".into()),
+        from: Some(n.number.phone_number.clone()),
+        body: Some("never taken".into()),
+        status_callback: Some(url.clone()),
+        validity_period: Some("1".into()),
+        ..Default::default()
+    };
+    let m = n.engine.send(&n.account, &params).await.unwrap();
+    wait_for(&calls, &notify, |c| {
+        c.iter()
+            .any(|(_, p, _)| param(p, "MessageStatus") == Some("failed"))
+    })
+    .await;
+    let failed = calls
+        .lock()
+        .unwrap()
+        .iter()
+        .find(|(_, p, _)| param(p, "MessageStatus") == Some("failed"))
+        .cloned()
+        .unwrap();
+    assert_eq!(param(&failed.1, "ErrorCode"), Some("30001"));
+    let stored = n.store.message(m.sid).await.unwrap().unwrap();
+    assert_eq!(
+        (stored.status, stored.error_code),
+        (MessageStatus::Failed, Some(30001))
+    );
 }

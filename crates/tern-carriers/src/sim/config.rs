@@ -13,6 +13,9 @@ pub enum SimOutcome {
     Failed,
     /// Refused at submission with `error_code` (default 30007).
     Rejected,
+    /// Every submission is throttled (a temporary error), so the message is retried until
+    /// its validity period runs out.
+    Throttled,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]

@@ -85,6 +85,15 @@ impl Carrier for SimCarrier {
                 reason: "rejected by the simulated carrier".into(),
             });
         }
+        if let Some(SimRule {
+            outcome: SimOutcome::Throttled,
+            ..
+        }) = self.config.rule_for(&sms.to)
+        {
+            return Err(SubmitError::Retryable(
+                "throttled by the simulated carrier".into(),
+            ));
+        }
         let mut raw = [0u8; 8];
         rand::rng().fill_bytes(&mut raw);
         let id = hex::encode(raw);

@@ -776,11 +776,7 @@ impl Engine {
         let subject = first.subject;
         let mut next = Some(first);
         while let Some(job) = next {
-            let Ok(permit) = self.webhook_permits.clone().acquire_owned().await else {
-                return;
-            };
             self.deliver(job).await;
-            drop(permit);
             let mut chains = self.chains.lock().unwrap_or_else(|p| p.into_inner());
             next = chains.get_mut(&subject).and_then(|q| q.pop_front());
             if next.is_none() {
@@ -810,6 +806,10 @@ impl Engine {
                     tokio::time::sleep(Duration::from_secs(1)).await;
                     continue;
                 }
+            };
+            // A permit per attempt, not per webhook: retries wait without holding one.
+            let Ok(permit) = self.webhook_permits.clone().acquire_owned().await else {
+                return;
             };
             let mut outcome = self.webhooks.attempt(&payload.request, &token).await;
             if !matches!(outcome, Attempt::Delivered { .. })
@@ -859,6 +859,7 @@ impl Engine {
                     } else {
                         job.attempts += 1;
                     }
+                    drop(permit);
                     tokio::time::sleep(delay).await;
                 }
             }

@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 
 from conftest import (
+    RFC2822_RE,
     RawApi,
     SID_RE,
     make_client,
@@ -235,4 +236,35 @@ def test_api_key_cannot_manage_keys_or_accounts(client, tern, creds):
         kc.api.v2010.account.keys.list()
     with raises_twilio(401, 20003):
         kc.api.v2010.accounts.create(friendly_name="sub minted by a key")
+    client.api.v2010.account.keys(key.sid).delete()
+
+
+def test_foreign_and_missing_resources_look_the_same(client, make_subaccount, raw, creds):
+    """20404 never reveals whether another account's resource exists."""
+    sub = make_subaccount()
+    number = random_number()
+    client.api.v2010.accounts(sub.sid).incoming_phone_numbers.create(phone_number=number)
+    foreign = sub.client.messages.create(to=random_number(), from_=number, body="x").sid
+    missing = "SM" + "ab" * 16
+    r1 = raw.get(f"Messages/{foreign}.json")
+    r2 = raw.get(f"Messages/{missing}.json")
+    assert (r1.status_code, r2.status_code) == (404, 404)
+    j1, j2 = r1.json(), r2.json()
+    assert j1["code"] == j2["code"] == 20404
+    assert j1["message"].replace(foreign, "X") == j2["message"].replace(missing, "X")
+    # Credentials on an account URL that exists but is not theirs vs. one that does not exist.
+    other = make_subaccount()
+    r3 = RawApi(other.raw.base_url, other.sid, other.token, sub.sid).get("Messages.json")
+    r4 = RawApi(other.raw.base_url, other.sid, other.token, "AC" + "cd" * 16).get("Messages.json")
+    assert r3.status_code == r4.status_code and r3.status_code in (401, 404), (
+        r3.status_code, r4.status_code)
+    assert r3.json()["code"] == r4.json()["code"]
+
+
+def test_key_and_account_dates_rfc2822(client, raw, creds):
+    key = client.api.v2010.account.new_keys.create(friendly_name="dates")
+    j = raw.get(f"Keys/{key.sid}.json").json()
+    assert RFC2822_RE.match(j["date_created"]), j["date_created"]
+    a = raw.get(f"/2010-04-01/Accounts/{creds.account_sid}.json").json()
+    assert RFC2822_RE.match(a["date_created"]), a["date_created"]
     client.api.v2010.account.keys(key.sid).delete()

@@ -232,3 +232,12 @@ def test_subaccount_cannot_inject_inbound_to_parent_number(tern, creds, make_sub
     r = sim_inbound(tern.base_url, (sub.sid, sub.token), random_number(),
                     creds.phone_numbers[0], "spoofed")
     assert 400 <= r.status_code < 500, f"{r.status_code} {r.text}"
+
+
+def test_inbound_without_sms_url_is_still_recorded(tern, creds, client, receiver):
+    pn = client.incoming_phone_numbers.create(phone_number=random_number())
+    handset = random_number()
+    sid = inbound(tern, creds, handset, pn.phone_number, "nobody listens")
+    m = wait_message_status(client, sid, "received")
+    assert m.direction == "inbound"
+    assert m.from_ == handset and m.to == pn.phone_number

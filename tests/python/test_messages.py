@@ -133,6 +133,7 @@ def test_raw_paging_shape(raw, creds, five_messages):
     assert j["page_size"] == 2
     assert j["previous_page_uri"] is None
     assert len(j["messages"]) == 2
+    assert (j["start"], j["end"]) == (0, 1), (j["start"], j["end"])
     for key in ("uri", "first_page_uri", "next_page_uri"):
         assert j[key].startswith(f"/2010-04-01/Accounts/{creds.account_sid}/Messages.json"), (
             key, j[key])
@@ -146,6 +147,8 @@ def test_raw_paging_shape(raw, creds, five_messages):
         assert set(j) - META_KEYS == {"messages"}
         assert j["page"] == pages
         assert j["previous_page_uri"] is not None
+        assert j["start"] == pages * 2
+        assert j["end"] == j["start"] + len(j["messages"]) - 1
         seen += [m["sid"] for m in j["messages"]]
         pages += 1
         assert pages < 10, "paging does not terminate"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import re
 import datetime as dt
 import uuid
 
@@ -237,3 +238,21 @@ def test_canceled_message_never_sends(client, pooled_service, receiver):
     assert client.messages(m.sid).fetch().status == "canceled"
     assert receiver.statuses_for(cb, m.sid) == ["canceled"]
     poll(lambda: client.messages(m.sid).fetch().status == "canceled", timeout=2)
+
+
+def test_v1_json_shape(client, raw, base_url):
+    """v1 uses ISO 8601 dates and a `meta` block with absolute URLs."""
+    for i in range(2):
+        client.messaging.v1.services.create(friendly_name=f"shape-{i}")
+    r = raw.get(base_url + "/v1/Services", params={"PageSize": 1})
+    assert r.status_code == 200, r.text
+    j = r.json()
+    assert set(j) == {"meta", "services"}, sorted(j)
+    meta = j["meta"]
+    assert meta["key"] == "services"
+    assert meta["page_size"] == 1
+    assert meta["next_page_url"].startswith(base_url + "/v1/Services"), meta["next_page_url"]
+    svc = j["services"][0]
+    assert re.match(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z$", svc["date_created"]), \
+        svc["date_created"]
+    assert SID_RE["MG"].match(svc["sid"])

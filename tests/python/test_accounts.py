@@ -268,3 +268,9 @@ def test_key_and_account_dates_rfc2822(client, raw, creds):
     a = raw.get(f"/2010-04-01/Accounts/{creds.account_sid}.json").json()
     assert RFC2822_RE.match(a["date_created"]), a["date_created"]
     client.api.v2010.account.keys(key.sid).delete()
+
+
+def test_subaccount_cannot_create_subaccounts(make_subaccount):
+    sub = make_subaccount()
+    with raises_twilio((400, 401, 403)):
+        sub.client.api.v2010.accounts.create(friendly_name="grandchild")

@@ -241,3 +241,42 @@ def test_inbound_without_sms_url_is_still_recorded(tern, creds, client, receiver
     m = wait_message_status(client, sid, "received")
     assert m.direction == "inbound"
     assert m.from_ == handset and m.to == pn.phone_number
+
+
+def test_multiple_message_verbs_create_multiple_replies(tern, creds, client, receiver, owned):
+    pn, sms_url = owned
+    receiver.respond(sms_url, body='<?xml version="1.0" encoding="UTF-8"?>'
+                     "<Response><Message>one</Message><Message>two</Message></Response>")
+    handset = random_number()
+    inbound(tern, creds, handset, pn.phone_number, "twice please")
+    replies = poll(
+        lambda: (lambda rs: rs if len(rs) >= 2 else None)(
+            [m for m in client.messages.list(to=handset) if m.direction == "outbound-reply"]),
+        timeout=20, desc="two replies")
+    assert sorted(r.body for r in replies) == ["one", "two"]
+    assert all(r.from_ == pn.phone_number for r in replies)
+
+
+@pytest.mark.parametrize("status,ctype,body", [
+    (200, "text/xml", '<?xml version="1.0" encoding="UTF-8"?><Response/>'),
+    (200, "text/xml", "<Response></Response>"),
+    (200, "text/plain", ""),
+    (204, "text/plain", ""),
+    (200, "text/xml", "this is not <xml"),
+    (500, "text/plain", "server error"),
+], ids=["self-closing", "empty", "no-body", "204", "invalid-xml", "http-500"])
+def test_no_reply_cases(tern, creds, client, receiver, owned, status, ctype, body):
+    pn, sms_url = owned
+    receiver.respond(sms_url, body=body, status=status, content_type=ctype)
+    handset = random_number()
+    first = inbound(tern, creds, handset, pn.phone_number, "no reply expected")
+    webhook_for(receiver, sms_url, first)
+    assert client.messages(first).fetch().status == "received"
+    # Barrier: the next inbound gets a reply; once it exists, the first had its chance.
+    receiver.respond_twiml(sms_url, "barrier reply")
+    second = inbound(tern, creds, handset, pn.phone_number, "reply now")
+    webhook_for(receiver, sms_url, second)
+    replies = poll(
+        lambda: [m for m in client.messages.list(to=handset) if m.direction == "outbound-reply"],
+        timeout=20, desc="barrier reply")
+    assert [r.body for r in replies] == ["barrier reply"], [r.body for r in replies]

@@ -256,3 +256,11 @@ def test_v1_json_shape(client, raw, base_url):
     assert re.match(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z$", svc["date_created"]), \
         svc["date_created"]
     assert SID_RE["MG"].match(svc["sid"])
+
+
+def test_released_number_leaves_the_pool(client, service):
+    pn = client.incoming_phone_numbers.create(phone_number=random_number())
+    client.messaging.v1.services(service.sid).phone_numbers.create(phone_number_sid=pn.sid)
+    client.incoming_phone_numbers(pn.sid).delete()
+    assert pn.sid not in {p.sid for p in
+                          client.messaging.v1.services(service.sid).phone_numbers.list()}

@@ -1,3 +1,5 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 //! The engine end to end on the embedded backends: SQLite, the in-process queue, the
 //! simulated carrier and a real HTTP receiver for callbacks.
 

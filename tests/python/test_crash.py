@@ -199,3 +199,70 @@ def test_sigterm_drains_and_restart_resumes(crash_server, receiver):
     assert set(creds.phone_numbers) <= owned
     srv.proc.send_signal(2)  # SIGINT also drains and exits 0
     assert srv.proc.wait(30) == 0
+
+
+@pytest.mark.timeout(180)
+def test_kill9_preserves_resources_and_state(crash_server, receiver):
+    """Everything acknowledged with a 2xx survives kill -9: accounts, keys, numbers,
+    services and their pools, scheduled messages and opt-outs."""
+    import datetime as dt
+
+    from twilio.base.exceptions import TwilioRestException
+
+    from conftest import make_client, sim_inbound, wait_message_status
+
+    srv = crash_server
+    creds = srv.start()
+    c = srv.client()
+    sub = c.api.v2010.accounts.create(friendly_name="durable-sub")
+    key = c.api.v2010.account.new_keys.create(friendly_name="durable-key")
+    n1, n2 = random_number(), random_number()
+    pn1 = c.incoming_phone_numbers.create(phone_number=n1, sms_url=receiver.url("d-sms"))
+    pn2 = c.incoming_phone_numbers.create(phone_number=n2)
+    svc = c.messaging.v1.services.create(friendly_name="durable-svc")
+    c.messaging.v1.services(svc.sid).phone_numbers.create(phone_number_sid=pn1.sid)
+    c.messaging.v1.services(svc.sid).phone_numbers.create(phone_number_sid=pn2.sid)
+    sched = c.messages.create(messaging_service_sid=svc.sid, to=random_number(), body="later",
+                              schedule_type="fixed",
+                              send_at=dt.datetime.now(dt.timezone.utc) + dt.timedelta(hours=2))
+    assert sched.status == "scheduled"
+    handset = random_number()
+    r = sim_inbound(srv.base_url, (creds.account_sid, creds.auth_token), handset, n1, "STOP")
+    assert r.status_code == 201, r.text
+    stop_sid = r.json()["message_sid"]
+    wait_message_status(c, stop_sid, "received")
+
+    def opted_out():
+        try:
+            c.messages.create(to=handset, from_=n1, body="x")
+        except TwilioRestException as exc:
+            return exc.code == 21610
+        return False
+
+    poll(opted_out, timeout=10, desc="STOP to take effect")
+    redacted = c.messages.create(to=random_number(), from_=n2, body="secret")
+    wait_message_status(c, redacted.sid, "delivered")
+    c.messages(redacted.sid).update(body="")
+    c.api.v2010.accounts(sub.sid).update(status="suspended")
+
+    srv.kill9()
+    srv.start()
+    c = srv.client()
+
+    assert c.api.v2010.accounts(sub.sid).fetch().status == "suspended"
+    kc = make_client(srv.base_url, key.sid, key.secret, creds.account_sid)
+    assert isinstance(kc.messages.list(limit=1), list)
+    owned = {p.phone_number for p in c.incoming_phone_numbers.list()}
+    assert {n1, n2} <= owned
+    assert c.incoming_phone_numbers(pn1.sid).fetch().sms_url.endswith("/d-sms")
+    pool = {p.sid for p in c.messaging.v1.services(svc.sid).phone_numbers.list()}
+    assert pool == {pn1.sid, pn2.sid}
+    assert c.messages(sched.sid).fetch().status == "scheduled"
+    assert c.messages(redacted.sid).fetch().body == ""
+    try:
+        c.messages.create(to=handset, from_=n1, body="after restart")
+        raise AssertionError("opt-out (STOP) was lost by kill -9")
+    except TwilioRestException as exc:
+        assert exc.code == 21610, exc
+    assert c.messages(sched.sid).update(status="canceled").status == "canceled"
+    assert srv.stop() == 0

@@ -10,6 +10,7 @@
 
 pub mod conformance;
 pub mod model;
+pub mod postgres;
 pub mod sqlite;
 
 use async_trait::async_trait;

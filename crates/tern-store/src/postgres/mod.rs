@@ -1,0 +1,1109 @@
+//! The PostgreSQL store: a pool of `tokio-postgres` connections (deadpool), statements
+//! prepared once per connection (`prepare_cached`), migrations in SQL tracked in a
+//! `schema_migrations` table.
+//!
+//! # What differs from the SQLite store
+//!
+//! - **Concurrency.** There is no single writer thread and no group commit: every call takes
+//!   a pooled connection and commits its own transaction, so writers run in parallel and
+//!   each commit is its own WAL flush on the server. Compare-and-set still holds under
+//!   READ COMMITTED, because PostgreSQL re-checks `WHERE status = $expected` against the
+//!   newest row version after waiting for a concurrent writer of the same row.
+//! - **Fewer round trips instead of batching.** A transition is one statement when it
+//!   creates no job (a data-modifying CTE updates the message, writes the event and deletes
+//!   the completed job); `insert_message` writes message and event in one statement;
+//!   `complete_jobs` is one `DELETE … WHERE id = ANY($1)`; deletes cascade through CTEs.
+//!   [`Store::transitions`] runs in one transaction with a savepoint per transition, so
+//!   one commit covers the batch and one failure undoes only its own transition.
+//! - **Job ids** come from a `BIGSERIAL` sequence. They increase in the order they are
+//!   drawn, which across concurrent transactions is not always commit order (SQLite's
+//!   single writer gives both). Jobs of one message are still written in order, because
+//!   its transitions are serialised by the compare-and-set on its status.
+//! - **Types.** Times are `BIGINT` ms; `u32` fields are `BIGINT` (no unsigned types);
+//!   configs are `JSONB`; SIDs are `TEXT COLLATE "C"` so that `ORDER BY sid` is bytewise
+//!   as in SQLite, whatever the database's collation.
+//! - **Errors.** Integrity violations (SQLSTATE class 23: unique, foreign key…) are
+//!   [`StoreError::Conflict`]; anything from the connection or the pool (refused, closed,
+//!   timed out) and any other server error is [`StoreError::Unavailable`]; a row that
+//!   does not map back to the model is [`StoreError::Corrupt`].
+//! - **Migrations** run at [`PostgresStore::connect`] in one transaction that first takes a
+//!   transaction-scoped advisory lock keyed by the schema, so nodes starting together do
+//!   not race; each applied version is a row of `schema_migrations`.
+//!
+//! # CockroachDB
+//!
+//! CockroachDB speaks the same wire protocol and `tokio-postgres` connects to it, but
+//! this module would need changes before it could be supported:
+//! - `BIGSERIAL` becomes `unique_rowid()` (`serial_normalization = rowid`): ids are unique
+//!   and roughly time-ordered but not dense and not strictly increasing across nodes, and
+//!   `pg_get_serial_sequence('jobs', 'id')` returns NULL, which breaks the id
+//!   pre-allocation of multi-job inserts. Use an explicit `CREATE SEQUENCE` (slow in
+//!   Cockroach) or relax "ids increase" to "ids are unique, ordered per message".
+//! - Advisory locks: for most of CockroachDB's history the `pg_advisory_*` builtins were
+//!   no-op stubs that lock nothing, and the two-`int4` form used here was not defined at
+//!   all (only the newest releases implement transaction-scoped ones). Serialise
+//!   migrations another way: `SELECT … FOR UPDATE` on a `schema_migrations` row, or insert
+//!   the version first and treat a conflict as "another node is migrating".
+//! - Transactions are SERIALIZABLE by default (READ COMMITTED is opt-in in recent
+//!   releases): any statement or the commit can fail with SQLSTATE 40001 under
+//!   contention, and the whole transaction must be retried by the client (the
+//!   `cockroach_restart` savepoint protocol or a retry loop around each method). Today a
+//!   40001 is reported as `Unavailable`.
+//! - Savepoints work, but a 40001 inside one is not rolled back by `ROLLBACK TO
+//!   SAVEPOINT`: in `transitions` one retryable error aborts the whole batch.
+//! - Schema changes inside a transaction are limited (DDL runs asynchronously, and mixing
+//!   DDL with writes in one transaction is discouraged), so the migration transaction
+//!   would have to split; `COLLATE "C"` should go (CockroachDB's collations are ICU
+//!   locales, and a plain `STRING` already compares bytewise); partial indexes, `ON
+//!   CONFLICT`, `UPDATE … RETURNING` and data-modifying CTEs are supported.
+
+mod rows;
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use deadpool_postgres::{
+    GenericClient, Manager, ManagerConfig, Pool, PoolError, RecyclingMethod, Runtime,
+};
+use tern_bus::Job;
+use tern_types::{MessageStatus, Sid};
+use tokio_postgres::NoTls;
+use tokio_postgres::types::{Json, ToSql};
+
+use crate::{
+    Account, AccountStatus, ApiKey, Message, MessageQuery, MessagingService, NewJob, NumberConfig,
+    Page, PhoneNumber, Result, ServiceConfig, Store, StoreError, Transition,
+};
+use rows::*;
+
+/// Migrations in order; version `i + 1` is `MIGRATIONS[i]`. Never edit an applied one.
+const MIGRATIONS: &[&str] = &[include_str!("migrations/0001_initial.sql")];
+/// First key of the advisory lock taken while migrating ("tern" in ASCII).
+const MIGRATION_LOCK_CLASS: i32 = 0x7465_726e;
+
+pub struct PostgresStore {
+    pool: Pool,
+}
+
+impl std::fmt::Debug for PostgresStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PostgresStore")
+            .field("pool", &self.pool.status())
+            .finish()
+    }
+}
+
+/// A message and the chain of its causes (tokio-postgres keeps the server's words there).
+fn describe(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
+}
+
+pub(crate) fn map_pg(e: tokio_postgres::Error) -> StoreError {
+    if let Some(db) = e.as_db_error()
+        && db.code().code().starts_with("23")
+    {
+        let mut msg = db.message().to_string();
+        if let Some(detail) = db.detail() {
+            msg.push_str(": ");
+            msg.push_str(detail);
+        }
+        return StoreError::Conflict(msg);
+    }
+    StoreError::Unavailable(describe(&e))
+}
+
+fn map_pool(e: PoolError) -> StoreError {
+    match e {
+        PoolError::Backend(e) => map_pg(e),
+        e => StoreError::Unavailable(describe(&e)),
+    }
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+impl PostgresStore {
+    /// Connections in the pool unless [`Self::connect_with`] says otherwise.
+    pub const DEFAULT_POOL_SIZE: usize = 16;
+
+    /// Connects to `url` (`postgres://user@host:5432/db?options=…` or `host=… dbname=…`)
+    /// with [`Self::DEFAULT_POOL_SIZE`] connections and applies pending migrations.
+    pub async fn connect(url: &str) -> Result<PostgresStore> {
+        Self::connect_with(url, Self::DEFAULT_POOL_SIZE).await
+    }
+
+    /// Like [`Self::connect`], with at most `pool_size` connections (at least one).
+    pub async fn connect_with(url: &str, pool_size: usize) -> Result<PostgresStore> {
+        let config: tokio_postgres::Config = url
+            .parse()
+            .map_err(|e: tokio_postgres::Error| StoreError::Unavailable(describe(&e)))?;
+        Self::connect_with_config(config, pool_size).await
+    }
+
+    /// Like [`Self::connect_with`], from a parsed configuration (to set `options`, such
+    /// as `-c search_path=…`, or timeouts in code).
+    pub async fn connect_with_config(
+        mut config: tokio_postgres::Config,
+        pool_size: usize,
+    ) -> Result<PostgresStore> {
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(Duration::from_secs(10));
+        }
+        if config.get_application_name().is_none() {
+            config.application_name("tern");
+        }
+        let manager = Manager::from_config(
+            config,
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(pool_size.max(1))
+            .runtime(Runtime::Tokio1)
+            .wait_timeout(Some(Duration::from_secs(30)))
+            .create_timeout(Some(Duration::from_secs(15)))
+            .recycle_timeout(Some(Duration::from_secs(5)))
+            .build()
+            .map_err(|e| StoreError::Unavailable(describe(&e)))?;
+        let store = PostgresStore { pool };
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    /// Closes the pool: idle connections are dropped, later calls fail as unavailable.
+    pub fn close(&self) {
+        self.pool.close();
+    }
+
+    /// The schema version the database is at (the number of migrations applied).
+    pub async fn schema_version(&self) -> Result<i64> {
+        let c = self.client().await?;
+        let v: Option<i64> =
+            query_opt(&c, "SELECT MAX(version) FROM schema_migrations", &[], |r| {
+                r.try_get(0).map_err(|e| StoreError::Corrupt(e.to_string()))
+            })
+            .await?
+            .flatten();
+        Ok(v.unwrap_or(0))
+    }
+
+    async fn client(&self) -> Result<deadpool_postgres::Client> {
+        self.pool.get().await.map_err(map_pool)
+    }
+
+    async fn migrate(&self) -> Result<()> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(map_pg)?;
+        // Nodes starting together against one schema take turns; the lock ends with the
+        // transaction.
+        tx.execute(
+            "SELECT pg_advisory_xact_lock($1, hashtext(COALESCE(current_schema(), '')))",
+            &[&MIGRATION_LOCK_CLASS],
+        )
+        .await
+        .map_err(map_pg)?;
+        tx.batch_execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations (
+                version BIGINT PRIMARY KEY,
+                applied_at BIGINT NOT NULL
+            )",
+        )
+        .await
+        .map_err(map_pg)?;
+        let applied: Vec<i64> = tx
+            .query(
+                "SELECT version FROM schema_migrations ORDER BY version",
+                &[],
+            )
+            .await
+            .map_err(map_pg)?
+            .iter()
+            .map(|r| r.try_get(0).map_err(|e| StoreError::Corrupt(e.to_string())))
+            .collect::<Result<_>>()?;
+        let known = i64::try_from(MIGRATIONS.len()).unwrap_or(i64::MAX);
+        if let Some(&newest) = applied.last()
+            && newest > known
+        {
+            tracing::warn!(
+                database = newest,
+                known,
+                "the database schema is newer than this build knows"
+            );
+        }
+        for (version, sql) in (1..).zip(MIGRATIONS) {
+            if applied.contains(&version) {
+                continue;
+            }
+            tx.batch_execute(sql).await.map_err(map_pg)?;
+            tx.execute(
+                "INSERT INTO schema_migrations (version, applied_at) VALUES ($1, $2)",
+                &[&version, &now_ms()],
+            )
+            .await
+            .map_err(map_pg)?;
+            tracing::info!(migration = version, "applied store migration");
+        }
+        tx.commit().await.map_err(map_pg)
+    }
+}
+
+/// Writes `jobs` and returns them with their ids, in the order given (ids increasing).
+/// More than one job takes two statements: run it inside a transaction.
+async fn insert_jobs<C: GenericClient>(c: &C, jobs: Vec<NewJob>) -> Result<Vec<Job>> {
+    match jobs.len() {
+        0 => Ok(Vec::new()),
+        1 => {
+            let mut out = Vec::with_capacity(1);
+            for j in jobs {
+                let id: i64 = query_opt(
+                    c,
+                    "INSERT INTO jobs (kind, subject, run_at, attempts, payload)
+                     VALUES ($1, $2, $3, 0, $4) RETURNING id",
+                    &[&j.kind.as_str(), &j.subject.as_str(), &j.run_at, &j.payload],
+                    |r| r.try_get(0).map_err(|e| StoreError::Corrupt(e.to_string())),
+                )
+                .await?
+                .ok_or_else(|| StoreError::Unavailable("insert returned no id".into()))?;
+                out.push(Job {
+                    id,
+                    kind: j.kind,
+                    subject: j.subject,
+                    run_at: j.run_at,
+                    attempts: 0,
+                    payload: j.payload,
+                });
+            }
+            Ok(out)
+        }
+        n => {
+            // Draw the ids first so that they follow the given order, then insert all rows
+            // in one statement.
+            let n = i64::try_from(n).unwrap_or(i64::MAX);
+            let mut ids: Vec<i64> = query_all(
+                c,
+                "SELECT nextval(pg_get_serial_sequence('jobs', 'id')) FROM generate_series(1, $1::bigint)",
+                &[&n],
+                |r| r.try_get(0).map_err(|e| StoreError::Corrupt(e.to_string())),
+            )
+            .await?;
+            ids.sort_unstable();
+            let kinds: Vec<&str> = jobs.iter().map(|j| j.kind.as_str()).collect();
+            let subjects: Vec<&str> = jobs.iter().map(|j| j.subject.as_str()).collect();
+            let run_ats: Vec<i64> = jobs.iter().map(|j| j.run_at).collect();
+            let payloads: Vec<&str> = jobs.iter().map(|j| j.payload.as_str()).collect();
+            exec(
+                c,
+                "INSERT INTO jobs (id, kind, subject, run_at, attempts, payload)
+                 SELECT id, kind, subject, run_at, 0, payload
+                 FROM UNNEST($1::bigint[], $2::text[], $3::text[], $4::bigint[], $5::text[])
+                    AS t (id, kind, subject, run_at, payload)",
+                &[&ids, &kinds, &subjects, &run_ats, &payloads],
+            )
+            .await?;
+            Ok(ids
+                .into_iter()
+                .zip(jobs)
+                .map(|(id, j)| Job {
+                    id,
+                    kind: j.kind,
+                    subject: j.subject,
+                    run_at: j.run_at,
+                    attempts: 0,
+                    payload: j.payload,
+                })
+                .collect())
+        }
+    }
+}
+
+/// The compare-and-set of a transition: the status change, its event and the deletion of
+/// the job it completes, in one statement. Returns whether the message was in the
+/// expected status (and so changed).
+async fn set_status<C: GenericClient>(c: &C, t: &Transition) -> Result<bool> {
+    let (carrier, carrier_id) = t
+        .carrier
+        .as_ref()
+        .map_or((None, None), |(c, i)| (Some(c.as_str()), Some(i.as_str())));
+    let sent = matches!(t.to, MessageStatus::Sent | MessageStatus::Sending).then_some(t.at);
+    let error_code = t.error_code.map(i64::from);
+    let changed = exec(
+        c,
+        "WITH u AS (
+            UPDATE messages SET status = $2::text, updated = $3::bigint,
+                error_code = COALESCE($4::bigint, error_code),
+                from_number = COALESCE($5::text, from_number),
+                carrier = COALESCE($6::text, carrier),
+                carrier_message_id = COALESCE($7::text, carrier_message_id),
+                raw_dlr_done_date = COALESCE($8::text, raw_dlr_done_date),
+                sent = COALESCE(sent, $9::bigint)
+            WHERE sid = $1 AND status = $10::text
+            RETURNING sid
+        ), done AS (
+            DELETE FROM jobs WHERE id = $11::bigint AND EXISTS (SELECT 1 FROM u)
+        )
+        INSERT INTO message_events (message_sid, status, at, error_code)
+        SELECT sid, $2::text, $3::bigint, $4::bigint FROM u",
+        &[
+            &t.sid.as_str(),
+            &t.to.as_str(),
+            &t.at,
+            &error_code,
+            &t.from,
+            &carrier,
+            &carrier_id,
+            &t.raw_dlr_done_date,
+            &sent,
+            &t.expected.as_str(),
+            &t.done_job,
+        ],
+    )
+    .await?;
+    Ok(changed > 0)
+}
+
+/// Why a compare-and-set changed nothing: the message moved on, or does not exist.
+async fn stale<C: GenericClient>(c: &C, sid: Sid) -> StoreError {
+    let current = query_opt(
+        c,
+        "SELECT status FROM messages WHERE sid = $1",
+        &[&sid.as_str()],
+        |r| {
+            let s: &str = r
+                .try_get(0)
+                .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            parse_status(s)
+        },
+    )
+    .await;
+    match current {
+        Ok(Some(status)) => StoreError::StaleStatus(status),
+        Ok(None) => StoreError::NotFound,
+        Err(e) => e,
+    }
+}
+
+/// A transition inside a transaction (or savepoint) that the caller commits.
+async fn apply_transition<C: GenericClient>(c: &C, t: Transition) -> Result<Vec<Job>> {
+    if !set_status(c, &t).await? {
+        return Err(stale(c, t.sid).await);
+    }
+    insert_jobs(c, t.jobs).await
+}
+
+fn corrupt(e: tokio_postgres::Error) -> StoreError {
+    StoreError::Corrupt(describe(&e))
+}
+
+#[async_trait]
+impl Store for PostgresStore {
+    async fn create_account(&self, a: Account) -> Result<()> {
+        let c = self.client().await?;
+        let parent = a.parent_sid.map(|s| s.to_string());
+        exec(
+            &c,
+            "INSERT INTO accounts (sid, parent_sid, friendly_name, auth_token, status, created, updated)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            &[
+                &a.sid.as_str(),
+                &parent,
+                &a.friendly_name,
+                &a.auth_token,
+                &a.status.as_str(),
+                &a.created,
+                &a.updated,
+            ],
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn account(&self, sid: Sid) -> Result<Option<Account>> {
+        let c = self.client().await?;
+        query_opt(
+            &c,
+            &format!("SELECT {ACCOUNT_COLS} FROM accounts WHERE sid = $1"),
+            &[&sid.as_str()],
+            account_row,
+        )
+        .await
+    }
+
+    async fn first_account(&self) -> Result<Option<Account>> {
+        let c = self.client().await?;
+        query_opt(
+            &c,
+            &format!(
+                "SELECT {ACCOUNT_COLS} FROM accounts WHERE parent_sid IS NULL
+                 ORDER BY created, sid LIMIT 1"
+            ),
+            &[],
+            account_row,
+        )
+        .await
+    }
+
+    async fn subaccounts(&self, parent: Sid) -> Result<Vec<Account>> {
+        let c = self.client().await?;
+        query_all(
+            &c,
+            &format!(
+                "SELECT {ACCOUNT_COLS} FROM accounts WHERE parent_sid = $1 ORDER BY created, sid"
+            ),
+            &[&parent.as_str()],
+            account_row,
+        )
+        .await
+    }
+
+    async fn update_account(
+        &self,
+        sid: Sid,
+        friendly_name: Option<String>,
+        status: Option<AccountStatus>,
+        at: i64,
+    ) -> Result<Option<Account>> {
+        let c = self.client().await?;
+        query_opt(
+            &c,
+            &format!(
+                "UPDATE accounts SET friendly_name = COALESCE($2, friendly_name),
+                    status = COALESCE($3, status), updated = $4
+                 WHERE sid = $1 RETURNING {ACCOUNT_COLS}"
+            ),
+            &[
+                &sid.as_str(),
+                &friendly_name,
+                &status.map(|s| s.as_str()),
+                &at,
+            ],
+            account_row,
+        )
+        .await
+    }
+
+    async fn create_key(&self, k: ApiKey) -> Result<()> {
+        let c = self.client().await?;
+        exec(
+            &c,
+            "INSERT INTO api_keys (sid, account_sid, friendly_name, secret_hash, created, updated)
+             VALUES ($1, $2, $3, $4, $5, $6)",
+            &[
+                &k.sid.as_str(),
+                &k.account_sid.as_str(),
+                &k.friendly_name,
+                &k.secret_hash,
+                &k.created,
+                &k.updated,
+            ],
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn key(&self, sid: Sid) -> Result<Option<ApiKey>> {
+        let c = self.client().await?;
+        query_opt(
+            &c,
+            &format!("SELECT {KEY_COLS} FROM api_keys WHERE sid = $1"),
+            &[&sid.as_str()],
+            key_row,
+        )
+        .await
+    }
+
+    async fn keys(&self, account: Sid) -> Result<Vec<ApiKey>> {
+        let c = self.client().await?;
+        query_all(
+            &c,
+            &format!(
+                "SELECT {KEY_COLS} FROM api_keys WHERE account_sid = $1 ORDER BY created DESC, sid"
+            ),
+            &[&account.as_str()],
+            key_row,
+        )
+        .await
+    }
+
+    async fn update_key(&self, sid: Sid, friendly_name: String, at: i64) -> Result<Option<ApiKey>> {
+        let c = self.client().await?;
+        query_opt(
+            &c,
+            &format!(
+                "UPDATE api_keys SET friendly_name = $2, updated = $3 WHERE sid = $1 RETURNING {KEY_COLS}"
+            ),
+            &[&sid.as_str(), &friendly_name, &at],
+            key_row,
+        )
+        .await
+    }
+
+    async fn delete_key(&self, sid: Sid) -> Result<bool> {
+        let c = self.client().await?;
+        Ok(exec(&c, "DELETE FROM api_keys WHERE sid = $1", &[&sid.as_str()]).await? > 0)
+    }
+
+    async fn create_number(&self, n: PhoneNumber) -> Result<()> {
+        let c = self.client().await?;
+        exec(
+            &c,
+            "INSERT INTO phone_numbers (sid, account_sid, phone_number, config, created, updated)
+             VALUES ($1, $2, $3, $4, $5, $6)",
+            &[
+                &n.sid.as_str(),
+                &n.account_sid.as_str(),
+                &n.phone_number,
+                &Json(&n.config),
+                &n.created,
+                &n.updated,
+            ],
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn number(&self, sid: Sid) -> Result<Option<PhoneNumber>> {
+        let c = self.client().await?;
+        query_opt(
+            &c,
+            &format!("SELECT {NUMBER_COLS} FROM phone_numbers WHERE sid = $1"),
+            &[&sid.as_str()],
+            number_row,
+        )
+        .await
+    }
+
+    async fn number_by_phone(&self, phone: &str) -> Result<Option<PhoneNumber>> {
+        let c = self.client().await?;
+        query_opt(
+            &c,
+            &format!("SELECT {NUMBER_COLS} FROM phone_numbers WHERE phone_number = $1"),
+            &[&phone],
+            number_row,
+        )
+        .await
+    }
+
+    async fn numbers(&self, account: Sid) -> Result<Vec<PhoneNumber>> {
+        let c = self.client().await?;
+        query_all(
+            &c,
+            &format!(
+                "SELECT {NUMBER_COLS} FROM phone_numbers WHERE account_sid = $1 ORDER BY created, sid"
+            ),
+            &[&account.as_str()],
+            number_row,
+        )
+        .await
+    }
+
+    async fn update_number(
+        &self,
+        sid: Sid,
+        cfg: NumberConfig,
+        at: i64,
+    ) -> Result<Option<PhoneNumber>> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await.map_err(map_pg)?;
+        // The merge is the model's; the row lock keeps a concurrent update from being lost.
+        let Some(mut n) = query_opt(
+            &tx,
+            &format!("SELECT {NUMBER_COLS} FROM phone_numbers WHERE sid = $1 FOR UPDATE"),
+            &[&sid.as_str()],
+            number_row,
+        )
+        .await?
+        else {
+            return Ok(None);
+        };
+        n.config.merge(cfg);
+        n.updated = at;
+        exec(
+            &tx,
+            "UPDATE phone_numbers SET config = $2, updated = $3 WHERE sid = $1",
+            &[&sid.as_str(), &Json(&n.config), &at],
+        )
+        .await?;
+        tx.commit().await.map_err(map_pg)?;
+        Ok(Some(n))
+    }
+
+    async fn delete_number(&self, sid: Sid) -> Result<bool> {
+        let c = self.client().await?;
+        let deleted = exec(
+            &c,
+            "WITH pool AS (DELETE FROM service_numbers WHERE number_sid = $1)
+             DELETE FROM phone_numbers WHERE sid = $1",
+            &[&sid.as_str()],
+        )
+        .await?;
+        Ok(deleted > 0)
+    }
+
+    async fn create_service(&self, s: MessagingService) -> Result<()> {
+        let c = self.client().await?;
+        exec(
+            &c,
+            "INSERT INTO messaging_services (sid, account_sid, config, created, updated)
+             VALUES ($1, $2, $3, $4, $5)",
+            &[
+                &s.sid.as_str(),
+                &s.account_sid.as_str(),
+                &Json(&s.config),
+                &s.created,
+                &s.updated,
+            ],
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn service(&self, sid: Sid) -> Result<Option<MessagingService>> {
+        let c = self.client().await?;
+        query_opt(
+            &c,
+            &format!("SELECT {SERVICE_COLS} FROM messaging_services WHERE sid = $1"),
+            &[&sid.as_str()],
+            service_row,
+        )
+        .await
+    }
+
+    async fn services(&self, account: Sid) -> Result<Vec<MessagingService>> {
+        let c = self.client().await?;
+        query_all(
+            &c,
+            &format!(
+                "SELECT {SERVICE_COLS} FROM messaging_services WHERE account_sid = $1
+                 ORDER BY created DESC, sid"
+            ),
+            &[&account.as_str()],
+            service_row,
+        )
+        .await
+    }
+
+    async fn update_service(
+        &self,
+        sid: Sid,
+        cfg: ServiceConfig,
+        at: i64,
+    ) -> Result<Option<MessagingService>> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await.map_err(map_pg)?;
+        let Some(mut s) = query_opt(
+            &tx,
+            &format!("SELECT {SERVICE_COLS} FROM messaging_services WHERE sid = $1 FOR UPDATE"),
+            &[&sid.as_str()],
+            service_row,
+        )
+        .await?
+        else {
+            return Ok(None);
+        };
+        s.config.merge(cfg);
+        s.updated = at;
+        exec(
+            &tx,
+            "UPDATE messaging_services SET config = $2, updated = $3 WHERE sid = $1",
+            &[&sid.as_str(), &Json(&s.config), &at],
+        )
+        .await?;
+        tx.commit().await.map_err(map_pg)?;
+        Ok(Some(s))
+    }
+
+    async fn delete_service(&self, sid: Sid) -> Result<bool> {
+        let c = self.client().await?;
+        let deleted = exec(
+            &c,
+            "WITH pool AS (DELETE FROM service_numbers WHERE service_sid = $1)
+             DELETE FROM messaging_services WHERE sid = $1",
+            &[&sid.as_str()],
+        )
+        .await?;
+        Ok(deleted > 0)
+    }
+
+    async fn add_service_number(&self, service: Sid, number: Sid, at: i64) -> Result<()> {
+        let c = self.client().await?;
+        exec(
+            &c,
+            "INSERT INTO service_numbers (service_sid, number_sid, created) VALUES ($1, $2, $3)",
+            &[&service.as_str(), &number.as_str(), &at],
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn remove_service_number(&self, service: Sid, number: Sid) -> Result<bool> {
+        let c = self.client().await?;
+        let deleted = exec(
+            &c,
+            "DELETE FROM service_numbers WHERE service_sid = $1 AND number_sid = $2",
+            &[&service.as_str(), &number.as_str()],
+        )
+        .await?;
+        Ok(deleted > 0)
+    }
+
+    async fn service_numbers(&self, service: Sid) -> Result<Vec<(PhoneNumber, i64)>> {
+        let c = self.client().await?;
+        let cols = qualified(NUMBER_COLS, "n");
+        query_all(
+            &c,
+            &format!(
+                "SELECT {cols}, s.created FROM service_numbers s
+                 JOIN phone_numbers n ON n.sid = s.number_sid
+                 WHERE s.service_sid = $1 ORDER BY s.created, n.sid"
+            ),
+            &[&service.as_str()],
+            |r| Ok((number_row(r)?, r.try_get::<_, i64>(6).map_err(corrupt)?)),
+        )
+        .await
+    }
+
+    async fn number_service(&self, number: Sid) -> Result<Option<MessagingService>> {
+        let c = self.client().await?;
+        let cols = qualified(SERVICE_COLS, "m");
+        query_opt(
+            &c,
+            &format!(
+                "SELECT {cols} FROM service_numbers s
+                 JOIN messaging_services m ON m.sid = s.service_sid
+                 WHERE s.number_sid = $1 ORDER BY s.created, s.service_sid LIMIT 1"
+            ),
+            &[&number.as_str()],
+            service_row,
+        )
+        .await
+    }
+
+    async fn next_sender_counter(&self, service: Sid) -> Result<u64> {
+        let c = self.client().await?;
+        let before: i64 = query_opt(
+            &c,
+            "UPDATE messaging_services SET rr_counter = rr_counter + 1 WHERE sid = $1
+             RETURNING rr_counter - 1",
+            &[&service.as_str()],
+            |r| r.try_get(0).map_err(corrupt),
+        )
+        .await?
+        .ok_or(StoreError::NotFound)?;
+        Ok(u64::try_from(before).unwrap_or(0))
+    }
+
+    async fn insert_message(&self, m: Message, jobs: Vec<NewJob>) -> Result<Vec<Job>> {
+        let sql = format!(
+            "WITH m AS (
+                INSERT INTO messages ({MESSAGE_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9,
+                    $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21)
+                RETURNING sid, status, created, error_code
+            )
+            INSERT INTO message_events (message_sid, status, at, error_code)
+            SELECT sid, status, created, error_code FROM m"
+        );
+        let service = m.messaging_service_sid.map(|s| s.to_string());
+        let error_code = m.error_code.map(i64::from);
+        let (segments, media, validity) = (
+            i64::from(m.num_segments),
+            i64::from(m.num_media),
+            i64::from(m.validity_secs),
+        );
+        let params: [&(dyn ToSql + Sync); 21] = [
+            &m.sid.as_str(),
+            &m.account_sid.as_str(),
+            &service,
+            &m.direction.as_str(),
+            &m.from,
+            &m.to,
+            &m.body,
+            &m.status.as_str(),
+            &error_code,
+            &segments,
+            &media,
+            &m.status_callback,
+            &validity,
+            &m.send_at,
+            &m.carrier,
+            &m.carrier_message_id,
+            &m.raw_dlr_done_date,
+            &m.provide_feedback,
+            &m.created,
+            &m.updated,
+            &m.sent,
+        ];
+        let mut c = self.client().await?;
+        if jobs.is_empty() {
+            // One statement: atomic without an explicit transaction.
+            exec(&c, &sql, &params).await?;
+            return Ok(Vec::new());
+        }
+        let tx = c.transaction().await.map_err(map_pg)?;
+        exec(&tx, &sql, &params).await?;
+        let jobs = insert_jobs(&tx, jobs).await?;
+        tx.commit().await.map_err(map_pg)?;
+        Ok(jobs)
+    }
+
+    async fn message(&self, sid: Sid) -> Result<Option<Message>> {
+        let c = self.client().await?;
+        query_opt(
+            &c,
+            &format!("SELECT {MESSAGE_COLS} FROM messages WHERE sid = $1"),
+            &[&sid.as_str()],
+            message_row,
+        )
+        .await
+    }
+
+    async fn message_by_carrier_id(&self, carrier: &str, id: &str) -> Result<Option<Message>> {
+        let c = self.client().await?;
+        query_opt(
+            &c,
+            &format!(
+                "SELECT {MESSAGE_COLS} FROM messages
+                 WHERE carrier = $1 AND carrier_message_id = $2
+                 ORDER BY created DESC, sid DESC LIMIT 1"
+            ),
+            &[&carrier, &id],
+            message_row,
+        )
+        .await
+    }
+
+    async fn messages(&self, account: Sid, q: MessageQuery) -> Result<Page<Message>> {
+        let c = self.client().await?;
+        list_messages(&c, account, q).await
+    }
+
+    async fn transition(&self, t: Transition) -> Result<Vec<Job>> {
+        let mut c = self.client().await?;
+        if t.jobs.is_empty() {
+            // The compare-and-set, event and completed job are one statement.
+            return apply_transition(&c, t).await;
+        }
+        let tx = c.transaction().await.map_err(map_pg)?;
+        let jobs = apply_transition(&tx, t).await?;
+        tx.commit().await.map_err(map_pg)?;
+        Ok(jobs)
+    }
+
+    async fn transitions(&self, ts: Vec<Transition>) -> Result<Vec<Result<Vec<Job>>>> {
+        if ts.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut c = self.client().await?;
+        let mut tx = c.transaction().await.map_err(map_pg)?;
+        let mut out = Vec::with_capacity(ts.len());
+        for t in ts {
+            let sp = tx.savepoint("transition").await.map_err(map_pg)?;
+            match apply_transition(&sp, t).await {
+                Ok(jobs) => {
+                    sp.commit().await.map_err(map_pg)?;
+                    out.push(Ok(jobs));
+                }
+                Err(e) => {
+                    sp.rollback().await.map_err(map_pg)?;
+                    out.push(Err(e));
+                }
+            }
+        }
+        tx.commit().await.map_err(map_pg)?;
+        Ok(out)
+    }
+
+    async fn redact_message(&self, sid: Sid, at: i64) -> Result<Option<Message>> {
+        let c = self.client().await?;
+        query_opt(
+            &c,
+            &format!(
+                "UPDATE messages SET body = '', updated = $2 WHERE sid = $1 RETURNING {MESSAGE_COLS}"
+            ),
+            &[&sid.as_str(), &at],
+            message_row,
+        )
+        .await
+    }
+
+    async fn delete_message(&self, sid: Sid) -> Result<bool> {
+        let c = self.client().await?;
+        let deleted = exec(
+            &c,
+            "WITH events AS (DELETE FROM message_events WHERE message_sid = $1)
+             DELETE FROM messages WHERE sid = $1",
+            &[&sid.as_str()],
+        )
+        .await?;
+        Ok(deleted > 0)
+    }
+
+    async fn stale_messages(
+        &self,
+        statuses: &[MessageStatus],
+        updated_before: i64,
+        limit: u32,
+    ) -> Result<Vec<Message>> {
+        let statuses: Vec<&'static str> = statuses.iter().map(|s| s.as_str()).collect();
+        let c = self.client().await?;
+        query_all(
+            &c,
+            &format!(
+                "SELECT {MESSAGE_COLS} FROM messages
+                 WHERE updated < $1 AND status = ANY($2::text[])
+                 ORDER BY updated, sid LIMIT $3"
+            ),
+            &[&updated_before, &statuses, &i64::from(limit)],
+            message_row,
+        )
+        .await
+    }
+
+    async fn set_opt_out(
+        &self,
+        account: Sid,
+        handset: &str,
+        opted_out: bool,
+        at: i64,
+    ) -> Result<()> {
+        let c = self.client().await?;
+        if opted_out {
+            exec(
+                &c,
+                "INSERT INTO opt_outs (account_sid, handset, created) VALUES ($1, $2, $3)
+                 ON CONFLICT (account_sid, handset) DO NOTHING",
+                &[&account.as_str(), &handset, &at],
+            )
+            .await?;
+        } else {
+            exec(
+                &c,
+                "DELETE FROM opt_outs WHERE account_sid = $1 AND handset = $2",
+                &[&account.as_str(), &handset],
+            )
+            .await?;
+        }
+        Ok(())
+    }
+
+    async fn is_opted_out(&self, account: Sid, handset: &str) -> Result<bool> {
+        let c = self.client().await?;
+        let found = query_opt(
+            &c,
+            "SELECT 1 FROM opt_outs WHERE account_sid = $1 AND handset = $2",
+            &[&account.as_str(), &handset],
+            |_| Ok(()),
+        )
+        .await?;
+        Ok(found.is_some())
+    }
+
+    async fn pending_jobs(&self) -> Result<Vec<Job>> {
+        let c = self.client().await?;
+        query_all(
+            &c,
+            &format!("SELECT {JOB_COLS} FROM jobs ORDER BY id"),
+            &[],
+            job_row,
+        )
+        .await
+    }
+
+    async fn complete_jobs(&self, ids: Vec<i64>) -> Result<()> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let c = self.client().await?;
+        exec(&c, "DELETE FROM jobs WHERE id = ANY($1::bigint[])", &[&ids]).await?;
+        Ok(())
+    }
+
+    async fn retry_job(&self, id: i64, run_at: i64) -> Result<Option<Job>> {
+        let c = self.client().await?;
+        query_opt(
+            &c,
+            &format!(
+                "UPDATE jobs SET attempts = attempts + 1, run_at = $2 WHERE id = $1
+                 RETURNING {JOB_COLS}"
+            ),
+            &[&id, &run_at],
+            job_row,
+        )
+        .await
+    }
+
+    async fn insert_jobs(&self, jobs: Vec<NewJob>) -> Result<Vec<Job>> {
+        let mut c = self.client().await?;
+        if jobs.len() <= 1 {
+            return insert_jobs(&c, jobs).await;
+        }
+        let tx = c.transaction().await.map_err(map_pg)?;
+        let jobs = insert_jobs(&tx, jobs).await?;
+        tx.commit().await.map_err(map_pg)?;
+        Ok(jobs)
+    }
+}
+
+/// A page of an account's messages, newest first by (created, sid), continuing strictly
+/// after `q.after`; `next` is set when more rows follow.
+async fn list_messages<C: GenericClient>(
+    c: &C,
+    account: Sid,
+    q: MessageQuery,
+) -> Result<Page<Message>> {
+    type Param = Box<dyn ToSql + Sync + Send>;
+    let mut sql = format!("SELECT {MESSAGE_COLS} FROM messages WHERE account_sid = $1");
+    let mut values: Vec<Param> = vec![Box::new(account.to_string())];
+    let mut add = |cond: &str, v: Param, sql: &mut String| {
+        values.push(v);
+        sql.push_str(&cond.replace('?', &format!("${}", values.len())));
+    };
+    if let Some(to) = q.to {
+        add(" AND to_number = ?", Box::new(to), &mut sql);
+    }
+    if let Some(from) = q.from {
+        add(" AND from_number = ?", Box::new(from), &mut sql);
+    }
+    if let Some(t) = q.sent_after {
+        add(" AND COALESCE(sent, created) >= ?", Box::new(t), &mut sql);
+    }
+    if let Some(t) = q.sent_before {
+        add(" AND COALESCE(sent, created) <= ?", Box::new(t), &mut sql);
+    }
+    if let Some((created, sid)) = q.after {
+        add(" AND (created, sid) < (?", Box::new(created), &mut sql);
+        add(", ?)", Box::new(sid.to_string()), &mut sql);
+    }
+    let limit = q.limit.clamp(1, 1000);
+    add(
+        " ORDER BY created DESC, sid DESC LIMIT ?",
+        Box::new(i64::from(limit) + 1),
+        &mut sql,
+    );
+    let params: Vec<&(dyn ToSql + Sync)> = values
+        .iter()
+        .map(|v| v.as_ref() as &(dyn ToSql + Sync))
+        .collect();
+    let mut items = query_all(c, &sql, &params, message_row).await?;
+    let next = if items.len() > limit as usize {
+        items.truncate(limit as usize);
+        items.last().map(|m| (m.created, m.sid))
+    } else {
+        None
+    };
+    Ok(Page { items, next })
+}
+
+#[cfg(test)]
+mod tests;

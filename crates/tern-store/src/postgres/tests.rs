@@ -1,0 +1,463 @@
+//! Tests against a real PostgreSQL server: `TERN_TEST_POSTGRES_URL`, else
+//! `postgres://postgres@127.0.0.1:5432/test`. Each test works in a schema of its own
+//! (`tern_test_<random>`, set as the pool connections' `search_path`) and drops it at the
+//! end. An unreachable server fails the tests: it is never a reason to skip them.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use tern_bus::JobKind;
+use tern_types::{MessageStatus, Sid, SidPrefix};
+use tokio_postgres::NoTls;
+
+use super::PostgresStore;
+use crate::{NewJob, NumberConfig, PhoneNumber, ServiceConfig, Store, StoreError, Transition};
+
+const DEFAULT_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
+
+fn url() -> String {
+    std::env::var("TERN_TEST_POSTGRES_URL").unwrap_or_else(|_| DEFAULT_URL.to_string())
+}
+
+/// A fresh schema on the test server, and a client outside it to inspect and drop it.
+struct Schema {
+    name: String,
+    admin: tokio_postgres::Client,
+}
+
+impl Schema {
+    async fn create() -> Schema {
+        let url = url();
+        let mut config: tokio_postgres::Config = url
+            .parse()
+            .unwrap_or_else(|e| panic!("TERN_TEST_POSTGRES_URL {url:?} does not parse: {e}"));
+        config.connect_timeout(std::time::Duration::from_secs(10));
+        let (admin, conn) = config.connect(NoTls).await.unwrap_or_else(|e| {
+            panic!(
+                "PostgreSQL is unreachable at {url}: {}. The PostgreSQL store tests need a \
+                 running server (scripts/test starts one); set TERN_TEST_POSTGRES_URL to use \
+                 another.",
+                super::describe(&e)
+            )
+        });
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        let sid = Sid::generate(SidPrefix::Account);
+        let name = format!("tern_test_{}", &sid.as_str()[2..18]);
+        admin
+            .batch_execute(&format!("CREATE SCHEMA {name}"))
+            .await
+            .unwrap_or_else(|e| panic!("creating schema {name}: {}", super::describe(&e)));
+        Schema { name, admin }
+    }
+
+    fn config(&self) -> tokio_postgres::Config {
+        let mut config: tokio_postgres::Config = url().parse().unwrap();
+        config.options(format!("-c search_path={}", self.name));
+        config
+    }
+
+    async fn store(&self, pool_size: usize) -> PostgresStore {
+        PostgresStore::connect_with_config(self.config(), pool_size)
+            .await
+            .unwrap_or_else(|e| panic!("connecting the store to schema {}: {e}", self.name))
+    }
+
+    async fn count(&self, table_and_filter: &str) -> i64 {
+        self.admin
+            .query_one(
+                &format!("SELECT COUNT(*) FROM {}.{table_and_filter}", self.name),
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0)
+    }
+
+    async fn drop_schema(self) {
+        let _ = self
+            .admin
+            .batch_execute(&format!("DROP SCHEMA {} CASCADE", self.name))
+            .await;
+    }
+}
+
+/// Runs `body` with a fresh schema and drops the schema afterwards, even if `body` panics.
+async fn in_schema<F, Fut>(body: F)
+where
+    F: FnOnce(Arc<Schema>) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let schema = Arc::new(Schema::create().await);
+    let outcome = tokio::spawn(body(schema.clone())).await;
+    match Arc::try_unwrap(schema) {
+        Ok(schema) => schema.drop_schema().await,
+        Err(schema) => {
+            let _ = schema
+                .admin
+                .batch_execute(&format!("DROP SCHEMA {} CASCADE", schema.name))
+                .await;
+        }
+    }
+    if let Err(e) = outcome {
+        std::panic::resume_unwind(e.into_panic());
+    }
+}
+
+fn new_job(subject: Sid, kind: JobKind, payload: &str) -> NewJob {
+    NewJob {
+        kind,
+        subject,
+        run_at: 0,
+        payload: payload.into(),
+    }
+}
+
+async fn account(s: &dyn Store) -> Sid {
+    let a = crate::Account {
+        sid: Sid::generate(SidPrefix::Account),
+        parent_sid: None,
+        friendly_name: "acct".into(),
+        auth_token: "token".into(),
+        status: crate::AccountStatus::Active,
+        created: 1,
+        updated: 1,
+    };
+    s.create_account(a.clone()).await.unwrap();
+    a.sid
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_store_passes_the_conformance_suite() {
+    in_schema(|schema| async move {
+        let store = Arc::new(schema.store(4).await);
+        crate::conformance::run_all(store).await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migrations_are_recorded_once_and_concurrent_connects_agree() {
+    in_schema(|schema| async move {
+        let (a, b, c) = tokio::join!(schema.store(1), schema.store(1), schema.store(1));
+        for s in [&a, &b, &c] {
+            assert_eq!(s.schema_version().await.unwrap(), 1);
+        }
+        let again = schema.store(1).await;
+        assert_eq!(again.schema_version().await.unwrap(), 1);
+        assert_eq!(schema.count("schema_migrations").await, 1);
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn data_survives_reconnecting() {
+    in_schema(|schema| async move {
+        let m = {
+            let store = schema.store(2).await;
+            let a = account(&store).await;
+            let m = crate::conformance::message(a, 1, "+14155552671");
+            store.insert_message(m.clone(), vec![]).await.unwrap();
+            store.close();
+            m
+        };
+        let store = schema.store(2).await;
+        assert_eq!(store.message(m.sid).await.unwrap(), Some(m));
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn job_ids_increase_in_the_order_given_and_complete_in_one_batch() {
+    in_schema(|schema| async move {
+        let store = schema.store(2).await;
+        let subject = Sid::generate(SidPrefix::Message);
+        let kinds = [JobKind::Route, JobKind::Webhook, JobKind::Webhook];
+        let jobs = store
+            .insert_jobs(
+                ["a", "b", "c"]
+                    .iter()
+                    .zip(kinds)
+                    .map(|(p, k)| new_job(subject, k, p))
+                    .collect(),
+            )
+            .await
+            .unwrap();
+        let more = store
+            .insert_jobs(vec![new_job(subject, JobKind::Route, "d")])
+            .await
+            .unwrap();
+        let all: Vec<_> = jobs.iter().chain(&more).collect();
+        assert!(all.windows(2).all(|w| w[0].id < w[1].id), "{all:?}");
+        assert_eq!(
+            all.iter().map(|j| j.payload.as_str()).collect::<Vec<_>>(),
+            ["a", "b", "c", "d"]
+        );
+        let pending = store.pending_jobs().await.unwrap();
+        assert_eq!(
+            pending.iter().collect::<Vec<_>>(),
+            all,
+            "pending jobs come back as written, in id order"
+        );
+        store
+            .complete_jobs(vec![jobs[0].id, jobs[2].id, 999_999])
+            .await
+            .unwrap();
+        store.complete_jobs(vec![]).await.unwrap();
+        let left: Vec<i64> = store
+            .pending_jobs()
+            .await
+            .unwrap()
+            .iter()
+            .map(|j| j.id)
+            .collect();
+        assert_eq!(left, vec![jobs[1].id, more[0].id]);
+        assert!(store.retry_job(jobs[0].id, 5).await.unwrap().is_none());
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_transitions_from_one_status_let_exactly_one_win() {
+    in_schema(|schema| async move {
+        let store = Arc::new(schema.store(4).await);
+        let a = account(&*store).await;
+        let m = crate::conformance::message(a, 10, "+14155552671");
+        let route = store
+            .insert_message(m.clone(), vec![new_job(m.sid, JobKind::Route, "")])
+            .await
+            .unwrap();
+        let mut tasks = Vec::new();
+        for i in 0..8 {
+            let store = store.clone();
+            let mut t = Transition::new(m.sid, MessageStatus::Queued, MessageStatus::Sending, 20);
+            t.done_job = Some(route[0].id);
+            t.jobs
+                .push(new_job(m.sid, JobKind::Webhook, &i.to_string()));
+            tasks.push(tokio::spawn(async move { store.transition(t).await }));
+        }
+        let mut won = 0;
+        for t in tasks {
+            match t.await.unwrap() {
+                Ok(jobs) => {
+                    assert_eq!(jobs.len(), 1);
+                    won += 1;
+                }
+                Err(StoreError::StaleStatus(MessageStatus::Sending)) => {}
+                Err(e) => panic!("unexpected error {e:?}"),
+            }
+        }
+        assert_eq!(won, 1);
+        // The winner's job only; the route job is completed; two events (created, sending).
+        let pending = store.pending_jobs().await.unwrap();
+        assert_eq!(pending.len(), 1);
+        assert_eq!(pending[0].kind, JobKind::Webhook);
+        let filter = format!("message_events WHERE message_sid = '{}'", m.sid);
+        assert_eq!(schema.count(&filter).await, 2);
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_transition_writes_nothing() {
+    in_schema(|schema| async move {
+        let store = schema.store(2).await;
+        let a = account(&store).await;
+        let m = crate::conformance::message(a, 10, "+14155552671");
+        let route = store
+            .insert_message(m.clone(), vec![new_job(m.sid, JobKind::Route, "")])
+            .await
+            .unwrap();
+        // Expecting the wrong status: no job deleted, none created, no event, no change.
+        let mut t = Transition::new(m.sid, MessageStatus::Sending, MessageStatus::Sent, 20);
+        t.done_job = Some(route[0].id);
+        t.jobs.push(new_job(m.sid, JobKind::Webhook, "{}"));
+        t.carrier = Some(("sim".into(), "x".into()));
+        assert!(matches!(
+            store.transition(t.clone()).await,
+            Err(StoreError::StaleStatus(MessageStatus::Queued))
+        ));
+        assert_eq!(store.pending_jobs().await.unwrap(), route);
+        assert_eq!(store.message(m.sid).await.unwrap(), Some(m.clone()));
+        let filter = format!("message_events WHERE message_sid = '{}'", m.sid);
+        assert_eq!(schema.count(&filter).await, 1);
+        // A message that does not exist.
+        let mut missing = t.clone();
+        missing.sid = Sid::generate(SidPrefix::Message);
+        assert!(matches!(
+            store.transition(missing.clone()).await,
+            Err(StoreError::NotFound)
+        ));
+        // In a batch each transition stands alone: the good one commits.
+        let mut good = Transition::new(m.sid, MessageStatus::Queued, MessageStatus::Failed, 30);
+        good.error_code = Some(30_008);
+        good.jobs = vec![
+            new_job(m.sid, JobKind::Webhook, "1"),
+            new_job(m.sid, JobKind::Webhook, "2"),
+        ];
+        let results = store.transitions(vec![missing, good, t]).await.unwrap();
+        assert!(matches!(results[0], Err(StoreError::NotFound)));
+        let created = results[1].as_ref().unwrap();
+        assert_eq!(created.len(), 2);
+        assert!(created[0].id < created[1].id);
+        assert!(matches!(
+            results[2],
+            Err(StoreError::StaleStatus(MessageStatus::Failed))
+        ));
+        let got = store.message(m.sid).await.unwrap().unwrap();
+        assert_eq!(
+            (got.status, got.error_code, got.updated),
+            (MessageStatus::Failed, Some(30_008), 30)
+        );
+        assert_eq!(got.sent, None, "a failed message was never sent");
+        assert_eq!(store.pending_jobs().await.unwrap().len(), 3);
+        assert_eq!(store.transitions(vec![]).await.unwrap().len(), 0);
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sender_counter_hands_out_each_value_once_under_concurrency() {
+    in_schema(|schema| async move {
+        let store = Arc::new(schema.store(4).await);
+        let a = account(&*store).await;
+        let svc = crate::MessagingService {
+            sid: Sid::generate(SidPrefix::MessagingService),
+            account_sid: a,
+            config: ServiceConfig::default(),
+            created: 1,
+            updated: 1,
+        };
+        store.create_service(svc.clone()).await.unwrap();
+        let tasks: Vec<_> = (0..20)
+            .map(|_| {
+                let store = store.clone();
+                tokio::spawn(async move { store.next_sender_counter(svc.sid).await.unwrap() })
+            })
+            .collect();
+        let mut got = Vec::new();
+        for t in tasks {
+            got.push(t.await.unwrap());
+        }
+        got.sort_unstable();
+        assert_eq!(got, (0..20).collect::<Vec<u64>>());
+        assert!(matches!(
+            store
+                .next_sender_counter(Sid::generate(SidPrefix::MessagingService))
+                .await,
+            Err(StoreError::NotFound)
+        ));
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn configs_and_keys_round_trip() {
+    in_schema(|schema| async move {
+        let store = schema.store(2).await;
+        let a = account(&store).await;
+        let n = PhoneNumber {
+            sid: Sid::generate(SidPrefix::PhoneNumber),
+            account_sid: a,
+            phone_number: "+14155550123".into(),
+            config: NumberConfig {
+                friendly_name: Some("front desk".into()),
+                sms_url: Some("http://x/sms".into()),
+                ..Default::default()
+            },
+            created: 1,
+            updated: 1,
+        };
+        store.create_number(n.clone()).await.unwrap();
+        let upd = store
+            .update_number(
+                n.sid,
+                NumberConfig {
+                    sms_method: Some("GET".into()),
+                    ..Default::default()
+                },
+                7,
+            )
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(upd.config.sms_url.as_deref(), Some("http://x/sms"));
+        assert_eq!(upd.config.sms_method.as_deref(), Some("GET"));
+        assert_eq!(store.number(n.sid).await.unwrap(), Some(upd.clone()));
+        assert_eq!(store.numbers(a).await.unwrap(), vec![upd]);
+        assert!(
+            store
+                .update_number(
+                    Sid::generate(SidPrefix::PhoneNumber),
+                    NumberConfig::default(),
+                    1
+                )
+                .await
+                .unwrap()
+                .is_none()
+        );
+
+        let svc = crate::MessagingService {
+            sid: Sid::generate(SidPrefix::MessagingService),
+            account_sid: a,
+            config: ServiceConfig {
+                validity_period: Some(600),
+                ..Default::default()
+            },
+            created: 1,
+            updated: 1,
+        };
+        store.create_service(svc.clone()).await.unwrap();
+        let upd = store
+            .update_service(
+                svc.sid,
+                ServiceConfig {
+                    inbound_request_url: Some("http://x/in".into()),
+                    ..Default::default()
+                },
+                9,
+            )
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(upd.config.validity_period, Some(600));
+        assert_eq!(store.services(a).await.unwrap(), vec![upd]);
+
+        let key = crate::ApiKey {
+            sid: Sid::generate(SidPrefix::ApiKey),
+            account_sid: a,
+            friendly_name: "ci".into(),
+            secret_hash: vec![0, 1, 2, 255],
+            created: 3,
+            updated: 3,
+        };
+        store.create_key(key.clone()).await.unwrap();
+        assert!(matches!(
+            store.create_key(key.clone()).await,
+            Err(StoreError::Conflict(_))
+        ));
+        assert_eq!(store.key(key.sid).await.unwrap(), Some(key.clone()));
+        let renamed = store
+            .update_key(key.sid, "cd".into(), 4)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!((renamed.friendly_name.as_str(), renamed.updated), ("cd", 4));
+        assert_eq!(store.keys(a).await.unwrap(), vec![renamed]);
+        assert!(store.delete_key(key.sid).await.unwrap());
+        assert!(!store.delete_key(key.sid).await.unwrap());
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn an_unreachable_server_is_unavailable() {
+    // Port 1 on the loopback: nothing listens there, the connection is refused at once.
+    let err = PostgresStore::connect_with("postgres://postgres@127.0.0.1:1/test", 1)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Unavailable(_)), "{err:?}");
+    let err = PostgresStore::connect("not a url=").await.unwrap_err();
+    assert!(matches!(err, StoreError::Unavailable(_)), "{err:?}");
+}

@@ -233,6 +233,26 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn conformance() {
+        crate::conformance::run_all(|| async {
+            let q = Arc::new(InProcessQueue::new());
+            tokio::spawn(q.clone().run_timer());
+            q as Arc<dyn Queue>
+        })
+        .await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn conformance_multi_thread() {
+        crate::conformance::run_all(|| async {
+            let q = Arc::new(InProcessQueue::new());
+            tokio::spawn(q.clone().run_timer());
+            q as Arc<dyn Queue>
+        })
+        .await;
+    }
+
+    #[tokio::test]
     async fn close_wakes_waiting_workers() {
         let q = Arc::new(InProcessQueue::new());
         let waiter = tokio::spawn({

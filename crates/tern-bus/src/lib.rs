@@ -8,10 +8,15 @@
 //! row and publishes it again, so a queue may lose nothing but may deliver a job twice —
 //! workers are idempotent against the store's state.
 //!
-//! The in-process queue ([`inproc::InProcessQueue`]) is the embedded default; a JetStream
-//! implementation slots in behind the same trait.
+//! The in-process queue ([`inproc::InProcessQueue`]) is the embedded default; the JetStream
+//! queue ([`jetstream::JetStreamQueue`]) slots in behind the same trait for several nodes.
+//! [`conformance`] holds the behavioural suite every implementation must pass.
 
+pub mod conformance;
 pub mod inproc;
+pub mod jetstream;
+
+pub use jetstream::{BusError, JetStreamQueue};
 
 use async_trait::async_trait;
 use tern_types::Sid;

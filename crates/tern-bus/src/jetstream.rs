@@ -1,0 +1,633 @@
+//! A [`Queue`] on NATS JetStream, for running several nodes against one work queue.
+//!
+//! Layout: one work-queue stream (`TERN_JOBS`, or `<namespace>_TERN_JOBS`) holding the
+//! subjects `tern.*.jobs.*` (prefixed `<namespace>.` when a namespace is given); a job of kind
+//! `k` published in region `r` goes to `tern.<r>.jobs.<k>`, and each (region, kind) pair has
+//! one durable pull consumer (`tern_<r>_<k>`) with explicit acks. Several nodes of a region
+//! share those consumers, so each job goes to one worker in the region.
+//!
+//! * [`Queue::publish`] is synchronous, so jobs go through an ordered channel to a background
+//!   task that publishes them in order and waits for the stream's acknowledgements
+//!   concurrently; a failed publish is retried a few times and then logged (the store still
+//!   holds the job and re-publishes it on the next start).
+//! * A job whose `run_at` is in the future carries the [`RUN_AT_HEADER`]. When a worker pulls
+//!   it early, the queue naks it with a delay of the remaining time, so JetStream redelivers
+//!   it when it is due; while it waits it is "ack pending" on the consumer.
+//! * [`Queue::next`] pulls one message, acknowledges it at once and returns the job: the
+//!   store is the durable record, and workers finish jobs through the store.
+//! * [`Queue::depth`] is `num_pending + num_ack_pending` of the kind's consumer (ready plus
+//!   waiting-for-their-time jobs), cached and refreshed in the background every
+//!   [`DEPTH_REFRESH`].
+//! * [`Queue::close`] makes waiting and later `next` calls return `None`; jobs still in the
+//!   stream stay there for the next node. Publishing keeps working after close (the stream
+//!   is shared), queued publishes are sent, and depth keeps being refreshed until the queue
+//!   is dropped.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use async_nats::HeaderMap;
+use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, PullConsumer, pull};
+use async_nats::jetstream::stream::{self, RetentionPolicy, StorageType};
+use async_nats::jetstream::{self, AckKind, Context};
+use async_trait::async_trait;
+use futures_util::StreamExt;
+use serde::{Deserialize, Serialize};
+use tern_types::Sid;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinSet;
+
+use crate::{Job, JobKind, Queue};
+
+/// The region used when none is given.
+pub const DEFAULT_REGION: &str = "local";
+/// Header carrying a delayed job's `run_at` (ms since the epoch).
+pub const RUN_AT_HEADER: &str = "Tern-Run-At";
+/// How often the cached depth is refreshed from the server.
+pub const DEPTH_REFRESH: Duration = Duration::from_millis(500);
+
+/// How long a delivered, unacknowledged message stays with its worker before redelivery.
+/// `next` acknowledges at once, so this only matters when a node dies between the two.
+const ACK_WAIT: Duration = Duration::from_secs(30);
+/// Deliveries before JetStream gives up on a message. Early deliveries of delayed jobs count,
+/// so this is generous; a job given up on stays in the store and is re-published on restart.
+const MAX_DELIVER: i64 = 100;
+/// Unacknowledged messages per consumer, including delayed jobs waiting out their nak delay.
+const MAX_ACK_PENDING: i64 = 1_000_000;
+/// Lifetime of one pull request; `next` renews it while waiting.
+const PULL_EXPIRES: Duration = Duration::from_secs(5);
+/// Pause after a failed pull before trying again.
+const PULL_RETRY: Duration = Duration::from_millis(250);
+/// Attempts at publishing one job before giving up on it.
+const PUBLISH_ATTEMPTS: u32 = 5;
+/// Bound on connecting and on each setup request.
+const SETUP_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Errors setting up or managing the JetStream queue.
+#[derive(Debug, thiserror::Error)]
+pub enum BusError {
+    #[error("invalid {what} {value:?}: use letters, digits, '-' and '_' only")]
+    InvalidName { what: &'static str, value: String },
+    #[error("cannot connect to NATS at {url}: {source}")]
+    Connect {
+        url: String,
+        #[source]
+        source: async_nats::ConnectError,
+    },
+    #[error("JetStream {op} failed: {source}")]
+    JetStream {
+        op: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    #[error("timed out after {timeout:?}: {op}")]
+    Timeout { op: String, timeout: Duration },
+    #[error("the queue's publisher has stopped")]
+    Stopped,
+}
+
+impl BusError {
+    fn js(op: impl Into<String>, e: impl std::error::Error + Send + Sync + 'static) -> Self {
+        BusError::JetStream {
+            op: op.into(),
+            source: Box::new(e),
+        }
+    }
+}
+
+async fn bounded<T>(
+    op: &str,
+    fut: impl Future<Output = Result<T, BusError>>,
+) -> Result<T, BusError> {
+    match tokio::time::timeout(SETUP_TIMEOUT, fut).await {
+        Ok(r) => r,
+        Err(_) => Err(BusError::Timeout {
+            op: op.to_string(),
+            timeout: SETUP_TIMEOUT,
+        }),
+    }
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+fn check_name(what: &'static str, value: &str) -> Result<(), BusError> {
+    let ok = !value.is_empty()
+        && value.len() <= 64
+        && value
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+    if ok {
+        Ok(())
+    } else {
+        Err(BusError::InvalidName {
+            what,
+            value: value.to_string(),
+        })
+    }
+}
+
+/// Validates the names; returns the region to use.
+fn check_names<'a>(region: &'a str, namespace: &str) -> Result<&'a str, BusError> {
+    let region = if region.is_empty() {
+        DEFAULT_REGION
+    } else {
+        region
+    };
+    check_name("region", region)?;
+    if !namespace.is_empty() {
+        check_name("namespace", namespace)?;
+    }
+    Ok(region)
+}
+
+/// A job as it travels through the stream.
+#[derive(Debug, Serialize, Deserialize)]
+struct WireJob {
+    id: i64,
+    kind: String,
+    subject: Sid,
+    run_at: i64,
+    attempts: u32,
+    payload: String,
+}
+
+impl WireJob {
+    fn from_job(j: &Job) -> WireJob {
+        WireJob {
+            id: j.id,
+            kind: j.kind.as_str().to_string(),
+            subject: j.subject,
+            run_at: j.run_at,
+            attempts: j.attempts,
+            payload: j.payload.clone(),
+        }
+    }
+
+    fn into_job(self) -> Result<Job, String> {
+        let kind =
+            JobKind::parse(&self.kind).ok_or_else(|| format!("unknown kind {:?}", self.kind))?;
+        Ok(Job {
+            id: self.id,
+            kind,
+            subject: self.subject,
+            run_at: self.run_at,
+            attempts: self.attempts,
+            payload: self.payload,
+        })
+    }
+}
+
+/// Work for the publisher task.
+enum Cmd {
+    Publish(Vec<Job>),
+    /// Reply once everything sent before has been acknowledged (or given up on).
+    Flush(oneshot::Sender<()>),
+}
+
+/// Names derived from the namespace and region.
+#[derive(Clone)]
+struct Layout {
+    stream: String,
+    /// `[<namespace>.]tern.<region>.jobs`
+    subject_base: String,
+    /// Stream subjects: `[<namespace>.]tern.*.jobs.*`
+    stream_subject: String,
+    consumer_prefix: String,
+}
+
+impl Layout {
+    fn new(region: &str, namespace: &str) -> Layout {
+        let (ns_stream, ns_subject) = if namespace.is_empty() {
+            (String::new(), String::new())
+        } else {
+            (format!("{namespace}_"), format!("{namespace}."))
+        };
+        Layout {
+            stream: format!("{ns_stream}TERN_JOBS"),
+            subject_base: format!("{ns_subject}tern.{region}.jobs"),
+            stream_subject: format!("{ns_subject}tern.*.jobs.*"),
+            consumer_prefix: format!("{ns_stream}tern_{region}"),
+        }
+    }
+
+    fn subject(&self, kind: JobKind) -> String {
+        format!("{}.{}", self.subject_base, kind.as_str())
+    }
+
+    fn consumer(&self, kind: JobKind) -> String {
+        format!("{}_{}", self.consumer_prefix, kind.as_str())
+    }
+}
+
+/// The JetStream-backed queue; see the module docs.
+pub struct JetStreamQueue {
+    context: Context,
+    layout: Layout,
+    consumers: HashMap<JobKind, PullConsumer>,
+    depth: Arc<HashMap<JobKind, AtomicUsize>>,
+    publish_tx: mpsc::UnboundedSender<Cmd>,
+    closed: watch::Sender<bool>,
+}
+
+impl JetStreamQueue {
+    /// Connects to NATS at `url` and sets up the stream and consumers for `region` (empty
+    /// means [`DEFAULT_REGION`]). A non-empty `namespace` prefixes the stream, subject and
+    /// consumer names, so separate deployments (or tests) on one server do not meet.
+    pub async fn connect(url: &str, region: &str, namespace: &str) -> Result<Arc<Self>, BusError> {
+        check_names(region, namespace)?;
+        let client = bounded("connect", async {
+            async_nats::ConnectOptions::new()
+                .name("tern")
+                .connect(url)
+                .await
+                .map_err(|source| BusError::Connect {
+                    url: url.to_string(),
+                    source,
+                })
+        })
+        .await?;
+        Self::with_client(client, region, namespace).await
+    }
+
+    /// Like [`JetStreamQueue::connect`], on an existing client.
+    pub async fn with_client(
+        client: async_nats::Client,
+        region: &str,
+        namespace: &str,
+    ) -> Result<Arc<Self>, BusError> {
+        let region = check_names(region, namespace)?;
+        let layout = Layout::new(region, namespace);
+        let context = jetstream::new(client);
+
+        let stream = bounded("create stream", async {
+            context
+                .get_or_create_stream(stream::Config {
+                    name: layout.stream.clone(),
+                    subjects: vec![layout.stream_subject.clone()],
+                    retention: RetentionPolicy::WorkQueue,
+                    storage: StorageType::File,
+                    description: Some("Tern jobs (the store holds the durable copy)".to_string()),
+                    ..Default::default()
+                })
+                .await
+                .map_err(|e| BusError::js(format!("creating stream {}", layout.stream), e))
+        })
+        .await?;
+
+        let mut consumers = HashMap::new();
+        for kind in JobKind::ALL {
+            let name = layout.consumer(kind);
+            let consumer: PullConsumer = bounded("create consumer", async {
+                stream
+                    .get_or_create_consumer(
+                        &name,
+                        pull::Config {
+                            durable_name: Some(name.clone()),
+                            description: Some(format!("Tern {} workers", kind.as_str())),
+                            filter_subject: layout.subject(kind),
+                            deliver_policy: DeliverPolicy::All,
+                            ack_policy: AckPolicy::Explicit,
+                            ack_wait: ACK_WAIT,
+                            max_deliver: MAX_DELIVER,
+                            max_ack_pending: MAX_ACK_PENDING,
+                            ..Default::default()
+                        },
+                    )
+                    .await
+                    .map_err(|e| BusError::js(format!("creating consumer {name}"), e))
+            })
+            .await?;
+            consumers.insert(kind, consumer);
+        }
+
+        let depth: Arc<HashMap<JobKind, AtomicUsize>> = Arc::new(
+            JobKind::ALL
+                .into_iter()
+                .map(|k| (k, AtomicUsize::new(0)))
+                .collect(),
+        );
+        let (closed, closed_rx) = watch::channel(false);
+        let (publish_tx, publish_rx) = mpsc::unbounded_channel();
+
+        tokio::spawn(run_publisher(context.clone(), layout.clone(), publish_rx));
+        let refresher = DepthRefresher {
+            consumers: consumers.clone(),
+            depth: depth.clone(),
+        };
+        // Take a first reading before handing the queue out.
+        refresher.refresh().await;
+        tokio::spawn(refresher.run(closed_rx));
+
+        Ok(Arc::new(JetStreamQueue {
+            context,
+            layout,
+            consumers,
+            depth,
+            publish_tx,
+            closed,
+        }))
+    }
+
+    /// The stream's name.
+    pub fn stream_name(&self) -> &str {
+        &self.layout.stream
+    }
+
+    /// The subject jobs of `kind` are published to.
+    pub fn subject(&self, kind: JobKind) -> String {
+        self.layout.subject(kind)
+    }
+
+    /// Waits until every job published before this call has been stored by JetStream (or
+    /// given up on after retries).
+    pub async fn flush(&self) -> Result<(), BusError> {
+        let (tx, rx) = oneshot::channel();
+        self.publish_tx
+            .send(Cmd::Flush(tx))
+            .map_err(|_| BusError::Stopped)?;
+        rx.await.map_err(|_| BusError::Stopped)
+    }
+
+    /// Deletes the stream with its consumers and jobs (for tests and teardown).
+    pub async fn delete_stream(&self) -> Result<(), BusError> {
+        self.close();
+        bounded("delete stream", async {
+            self.context
+                .delete_stream(&self.layout.stream)
+                .await
+                .map(|_| ())
+                .map_err(|e| BusError::js(format!("deleting stream {}", self.layout.stream), e))
+        })
+        .await
+    }
+
+    fn is_closed(&self) -> bool {
+        *self.closed.borrow()
+    }
+
+    /// Pulls at most one message, waiting up to [`PULL_EXPIRES`].
+    async fn pull_one(
+        consumer: &PullConsumer,
+    ) -> Result<Option<jetstream::Message>, async_nats::Error> {
+        let mut batch = consumer
+            .batch()
+            .max_messages(1)
+            .expires(PULL_EXPIRES)
+            .messages()
+            .await?;
+        batch.next().await.transpose()
+    }
+
+    /// Turns a delivered message into a job: holds it back if it is early, drops it if it is
+    /// unreadable, and otherwise acknowledges it.
+    async fn take(&self, kind: JobKind, msg: jetstream::Message) -> Option<Job> {
+        let run_at = msg
+            .headers
+            .as_ref()
+            .and_then(|h| h.get(RUN_AT_HEADER))
+            .and_then(|v| v.as_str().parse::<i64>().ok());
+        if let Some(run_at) = run_at {
+            let wait = run_at - now_ms();
+            if wait > 0 {
+                let delay = Duration::from_millis(wait as u64);
+                if let Err(e) = msg.ack_with(AckKind::Nak(Some(delay))).await {
+                    // JetStream redelivers it after the ack wait instead.
+                    tracing::warn!(kind = kind.as_str(), error = %e, "cannot hold back a delayed job");
+                }
+                return None;
+            }
+        }
+        let job = serde_json::from_slice::<WireJob>(&msg.payload)
+            .map_err(|e| e.to_string())
+            .and_then(WireJob::into_job);
+        let job = match job {
+            Ok(job) => job,
+            Err(e) => {
+                tracing::error!(kind = kind.as_str(), subject = %msg.subject, error = %e,
+                    "dropping an unreadable job message");
+                metrics::counter!("tern_bus_bad_messages_total").increment(1);
+                if let Err(e) = msg.ack_with(AckKind::Term).await {
+                    tracing::warn!(error = %e, "cannot terminate an unreadable job message");
+                }
+                return None;
+            }
+        };
+        if job.kind != kind {
+            tracing::warn!(
+                job = job.id,
+                expected = kind.as_str(),
+                got = job.kind.as_str(),
+                "job on the wrong subject; handing it out anyway"
+            );
+        }
+        // Wait for the server to confirm, so the job is not delivered again.
+        if let Err(e) = msg.double_ack().await {
+            tracing::warn!(job = job.id, error = %e,
+                "acknowledging a job failed; it may be delivered again");
+        }
+        Some(job)
+    }
+}
+
+#[async_trait]
+impl Queue for JetStreamQueue {
+    fn publish(&self, jobs: Vec<Job>) {
+        if jobs.is_empty() {
+            return;
+        }
+        if self.publish_tx.send(Cmd::Publish(jobs)).is_err() {
+            tracing::error!("the JetStream publisher has stopped; jobs stay in the store only");
+        }
+    }
+
+    async fn next(&self, kind: JobKind) -> Option<Job> {
+        let consumer = self.consumers.get(&kind)?;
+        let mut closed = self.closed.subscribe();
+        loop {
+            if self.is_closed() {
+                return None;
+            }
+            let pulled = tokio::select! {
+                biased;
+                _ = closed.wait_for(|c| *c) => return None,
+                r = Self::pull_one(consumer) => r,
+            };
+            match pulled {
+                Ok(Some(msg)) => {
+                    if let Some(job) = self.take(kind, msg).await {
+                        return Some(job);
+                    }
+                }
+                Ok(None) => {} // the pull request expired; renew it
+                Err(e) => {
+                    tracing::warn!(kind = kind.as_str(), error = %e, "pulling a job failed");
+                    tokio::select! {
+                        _ = closed.wait_for(|c| *c) => return None,
+                        _ = tokio::time::sleep(PULL_RETRY) => {}
+                    }
+                }
+            }
+        }
+    }
+
+    fn depth(&self, kind: JobKind) -> usize {
+        self.depth
+            .get(&kind)
+            .map_or(0, |d| d.load(Ordering::Relaxed))
+    }
+
+    fn close(&self) {
+        self.closed.send_replace(true);
+    }
+}
+
+/// Publishes jobs in the order they were handed over; acknowledgements are awaited
+/// concurrently. Ends when the queue is dropped, after sending what is queued.
+async fn run_publisher(context: Context, layout: Layout, mut rx: mpsc::UnboundedReceiver<Cmd>) {
+    let mut acks: JoinSet<()> = JoinSet::new();
+    loop {
+        let cmd = tokio::select! {
+            cmd = rx.recv() => cmd,
+            Some(_) = acks.join_next(), if !acks.is_empty() => continue,
+        };
+        match cmd {
+            Some(Cmd::Publish(jobs)) => {
+                for job in jobs {
+                    match encode(&layout, &job) {
+                        Ok((subject, headers, body)) => {
+                            match context
+                                .publish_with_headers(
+                                    subject.clone(),
+                                    headers.clone(),
+                                    body.clone().into(),
+                                )
+                                .await
+                            {
+                                Ok(ack) => {
+                                    let context = context.clone();
+                                    acks.spawn(async move {
+                                        if let Err(e) = ack.await {
+                                            tracing::warn!(job = job.id, error = %e,
+                                                "publish not acknowledged; retrying");
+                                            retry_publish(&context, &job, subject, headers, body)
+                                                .await;
+                                        }
+                                    });
+                                }
+                                Err(e) => {
+                                    tracing::warn!(job = job.id, error = %e, "publish failed; retrying");
+                                    let context = context.clone();
+                                    acks.spawn(async move {
+                                        retry_publish(&context, &job, subject, headers, body).await;
+                                    });
+                                }
+                            }
+                        }
+                        Err(e) => {
+                            tracing::error!(job = job.id, error = %e, "cannot encode job");
+                        }
+                    }
+                }
+            }
+            Some(Cmd::Flush(reply)) => {
+                while acks.join_next().await.is_some() {}
+                let _ = reply.send(());
+            }
+            None => {
+                while acks.join_next().await.is_some() {}
+                return;
+            }
+        }
+    }
+}
+
+fn encode(layout: &Layout, job: &Job) -> Result<(String, HeaderMap, Vec<u8>), serde_json::Error> {
+    let body = serde_json::to_vec(&WireJob::from_job(job))?;
+    let mut headers = HeaderMap::new();
+    if job.run_at > now_ms() {
+        headers.insert(RUN_AT_HEADER, job.run_at.to_string().as_str());
+    }
+    Ok((layout.subject(job.kind), headers, body))
+}
+
+async fn retry_publish(
+    context: &Context,
+    job: &Job,
+    subject: String,
+    headers: HeaderMap,
+    body: Vec<u8>,
+) {
+    let mut backoff = Duration::from_millis(200);
+    for attempt in 2..=PUBLISH_ATTEMPTS {
+        tokio::time::sleep(backoff).await;
+        backoff *= 2;
+        let sent = context
+            .publish_with_headers(subject.clone(), headers.clone(), body.clone().into())
+            .await;
+        let result = match sent {
+            Ok(ack) => ack.await.map(|_| ()).map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        match result {
+            Ok(()) => return,
+            Err(e) => {
+                tracing::warn!(job = job.id, attempt, error = %e, "publish retry failed");
+            }
+        }
+    }
+    metrics::counter!("tern_bus_publish_failures_total").increment(1);
+    tracing::error!(
+        job = job.id,
+        kind = job.kind.as_str(),
+        "giving up publishing a job; it stays in the store and is re-published on restart"
+    );
+}
+
+/// Keeps the cached depths current.
+struct DepthRefresher {
+    consumers: HashMap<JobKind, PullConsumer>,
+    depth: Arc<HashMap<JobKind, AtomicUsize>>,
+}
+
+impl DepthRefresher {
+    async fn refresh(&self) {
+        for (kind, consumer) in &self.consumers {
+            let info = tokio::time::timeout(SETUP_TIMEOUT, consumer.get_info()).await;
+            match info {
+                Ok(Ok(info)) => {
+                    let n = (info.num_pending as usize).saturating_add(info.num_ack_pending);
+                    if let Some(d) = self.depth.get(kind) {
+                        d.store(n, Ordering::Relaxed);
+                    }
+                }
+                Ok(Err(e)) => {
+                    tracing::debug!(kind = kind.as_str(), error = %e, "reading consumer info failed");
+                }
+                Err(_) => {
+                    tracing::debug!(kind = kind.as_str(), "reading consumer info timed out");
+                }
+            }
+        }
+    }
+
+    /// Runs until the queue is dropped (depth stays meaningful after `close`, for metrics).
+    async fn run(self, mut closed: watch::Receiver<bool>) {
+        loop {
+            tokio::select! {
+                r = closed.changed() => {
+                    if r.is_err() {
+                        return;
+                    }
+                }
+                _ = tokio::time::sleep(DEPTH_REFRESH) => self.refresh().await,
+            }
+        }
+    }
+}

@@ -1,0 +1,146 @@
+//! The queue conformance suite against a real NATS JetStream server.
+//!
+//! Needs `nats-server -js` at `nats://127.0.0.1:4222` (or `TERN_TEST_NATS_URL`); the test
+//! fails, rather than skips, when the server is unreachable.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tern_bus::conformance::{self, job, take};
+use tern_bus::{JetStreamQueue, JobKind, Queue};
+
+fn nats_url() -> String {
+    std::env::var("TERN_TEST_NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".to_string())
+}
+
+fn namespace() -> String {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static N: AtomicU32 = AtomicU32::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    format!(
+        "test_{}_{nanos:x}_{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+async fn connect(region: &str, namespace: &str) -> Arc<JetStreamQueue> {
+    let url = nats_url();
+    match JetStreamQueue::connect(&url, region, namespace).await {
+        Ok(q) => q,
+        Err(e) => panic!(
+            "cannot set up the JetStream queue at {url} ({e}); start `nats-server -js` there \
+             or set TERN_TEST_NATS_URL"
+        ),
+    }
+}
+
+/// Deletes every stream created, even when the suite failed.
+struct Cleanup(Arc<Mutex<Vec<Arc<JetStreamQueue>>>>);
+
+impl Cleanup {
+    async fn run(&self) {
+        let queues: Vec<_> = self.0.lock().unwrap().drain(..).collect();
+        for q in queues {
+            if let Err(e) = q.delete_stream().await {
+                eprintln!("cleanup: deleting {}: {e}", q.stream_name());
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jetstream_conformance() {
+    let created = Arc::new(Mutex::new(Vec::new()));
+    let cleanup = Cleanup(created.clone());
+    let suite = tokio::spawn(async move {
+        conformance::run_all(|| {
+            let created = created.clone();
+            async move {
+                let q = connect("local", &namespace()).await;
+                created.lock().unwrap().push(q.clone());
+                q as Arc<dyn Queue>
+            }
+        })
+        .await;
+    });
+    let result = suite.await;
+    cleanup.run().await;
+    if let Err(e) = result {
+        std::panic::resume_unwind(e.into_panic());
+    }
+}
+
+/// Jobs survive the queue object: a second connection to the same stream picks up what the
+/// first published but never handed out, and the region keeps subjects apart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jetstream_jobs_outlive_a_connection_and_regions_are_separate() {
+    let ns = namespace();
+    let first = connect("eu", &ns).await;
+    let other_region = connect("us", &ns).await;
+    let outcome = tokio::spawn({
+        let first = first.clone();
+        let other_region = other_region.clone();
+        async move {
+            assert_eq!(
+                first.subject(JobKind::Route),
+                format!("{ns}.tern.eu.jobs.route")
+            );
+            first.publish(vec![job(1, JobKind::Route, 0), job(2, JobKind::Webhook, 0)]);
+            first.flush().await.unwrap();
+            first.close();
+            drop(first);
+
+            let second = connect("eu", &ns).await;
+            conformance::eventually_depth(second.as_ref(), JobKind::Route, 1, "reconnect").await;
+            assert_eq!(
+                take(second.as_ref(), JobKind::Route, "reconnect").await.id,
+                1
+            );
+            assert_eq!(
+                take(second.as_ref(), JobKind::Webhook, "reconnect")
+                    .await
+                    .id,
+                2
+            );
+
+            // Nothing leaked into the other region.
+            assert_eq!(other_region.depth(JobKind::Route), 0);
+            let got = tokio::time::timeout(
+                Duration::from_millis(300),
+                other_region.next(JobKind::Route),
+            )
+            .await;
+            assert!(got.is_err(), "other region got {got:?}");
+            second.close();
+        }
+    })
+    .await;
+    other_region.close();
+    if let Err(e) = first.delete_stream().await {
+        eprintln!("cleanup: {e}");
+    }
+    if let Err(e) = outcome {
+        std::panic::resume_unwind(e.into_panic());
+    }
+}
+
+#[tokio::test]
+async fn jetstream_rejects_bad_names() {
+    for (region, ns) in [("a.b", ""), ("local", "x y"), ("*", ""), ("local", "a>")] {
+        let url = nats_url();
+        match JetStreamQueue::connect(&url, region, ns).await {
+            Err(tern_bus::BusError::InvalidName { .. }) => {}
+            Err(e) => panic!("({region:?}, {ns:?}): wrong error {e}"),
+            Ok(q) => {
+                let _ = q.delete_stream().await;
+                panic!("({region:?}, {ns:?}) accepted");
+            }
+        }
+    }
+}

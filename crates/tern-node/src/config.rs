@@ -7,9 +7,47 @@ use tern_carriers::sim::SimConfig;
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
+    pub node: NodeConfig,
+    pub store: StoreConfig,
+    pub bus: BusConfig,
     pub sim: SimConfig,
     pub webhooks: WebhookConfig,
     pub messaging: MessagingConfig,
+}
+
+/// Identity of this node.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NodeConfig {
+    pub name: String,
+    /// The region (failure domain) the node belongs to; it names the bus subjects.
+    pub region: String,
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        NodeConfig {
+            name: "node-1".into(),
+            region: "local".into(),
+        }
+    }
+}
+
+/// Where durable state lives: `sqlite://PATH` (the default, in the data directory) or
+/// `postgres://…`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreConfig {
+    pub url: Option<String>,
+    /// Connections in the PostgreSQL pool.
+    pub pool_size: Option<usize>,
+}
+
+/// How work moves between workers: in-process (the default) or `nats://…` (JetStream).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BusConfig {
+    pub url: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -77,5 +115,13 @@ mod tests {
         assert_eq!(c.sim.receipt_delay_ms, 5);
         assert_eq!(c.sim.rules.len(), 1);
         assert!(Config::from_toml("[sim]\nbogus = 1\n").is_err());
+        let c = Config::from_toml(
+            "[node]\nname = \"a\"\nregion = \"us1\"\n[store]\nurl = \"postgres://x\"\n[bus]\nurl = \"nats://y\"\n",
+        )
+        .unwrap();
+        assert_eq!(
+            (c.node.region.as_str(), c.store.url.as_deref()),
+            ("us1", Some("postgres://x"))
+        );
     }
 }

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use base64::Engine as _;
 
-use crate::up::Credentials;
+use crate::node::Credentials;
 
 #[derive(clap::Subcommand)]
 pub enum BenchCommand {

@@ -1,6 +1,8 @@
 //! `tern`: run a node on the embedded default (`tern up`) or measure one (`tern bench`).
 
 mod bench;
+mod node;
+mod serve;
 mod up;
 
 use clap::{Parser, Subcommand};
@@ -20,6 +22,11 @@ struct Cli {
 enum Command {
     /// Run one node on the embedded default: SQLite, in-process queue, simulated carrier.
     Up(up::UpArgs),
+    /// Run a production node on the store and bus named in its config.
+    Serve(serve::ServeArgs),
+    /// Operator tasks.
+    #[command(subcommand)]
+    Admin(serve::AdminCommand),
     /// Measure a running node.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -39,6 +46,8 @@ fn main() -> anyhow::Result<()> {
         .build()?;
     match cli.command {
         Command::Up(args) => runtime.block_on(up::run(args)),
+        Command::Serve(args) => runtime.block_on(serve::serve(args)),
+        Command::Admin(cmd) => runtime.block_on(serve::admin(cmd)),
         Command::Bench(cmd) => runtime.block_on(bench::run(cmd)),
     }
 }

@@ -1,0 +1,235 @@
+//! What `tern up` and `tern serve` share: opening the configured backends, the first
+//! account, and running the API and engine until a signal.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use anyhow::Context;
+use serde::{Deserialize, Serialize};
+use tern_api::AppState;
+use tern_bus::Queue;
+use tern_bus::inproc::InProcessQueue;
+use tern_bus::jetstream::JetStreamQueue;
+use tern_carriers::Carrier;
+use tern_carriers::sim::SimCarrier;
+use tern_node::{Config, Engine, now_ms};
+use tern_store::postgres::PostgresStore;
+use tern_store::sqlite::SqliteStore;
+use tern_store::{Account, AccountStatus, NumberConfig, PhoneNumber, Store};
+use tern_types::{E164, Sid, SidPrefix};
+
+/// The shape of `credentials.json` and of `tern admin bootstrap`'s output.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Credentials {
+    pub account_sid: String,
+    pub auth_token: String,
+    pub api_base_url: String,
+    pub phone_numbers: Vec<String>,
+}
+
+pub fn load_config(path: Option<&Path>) -> anyhow::Result<Config> {
+    let Some(path) = path else {
+        return Ok(Config::default());
+    };
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read the config file {}", path.display()))?;
+    Config::from_toml(&text).with_context(|| format!("invalid config file {}", path.display()))
+}
+
+/// An open store and how to close it.
+pub enum Backend {
+    Sqlite(Arc<SqliteStore>),
+    Postgres(Arc<PostgresStore>),
+}
+
+impl Backend {
+    pub fn store(&self) -> Arc<dyn Store> {
+        match self {
+            Backend::Sqlite(s) => s.clone(),
+            Backend::Postgres(s) => s.clone(),
+        }
+    }
+
+    pub fn close(&self) {
+        match self {
+            Backend::Sqlite(s) => s.close(),
+            Backend::Postgres(s) => s.close(),
+        }
+    }
+}
+
+/// Opens `[store] url`, or SQLite at `default_sqlite` when none is configured.
+pub async fn open_store(config: &Config, default_sqlite: Option<&Path>) -> anyhow::Result<Backend> {
+    match config.store.url.as_deref() {
+        Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
+            let pool = config.store.pool_size.unwrap_or(16);
+            let store = PostgresStore::connect_with(url, pool).await.with_context(
+                || "cannot open the PostgreSQL store (is [store] url right and the server up?)",
+            )?;
+            Ok(Backend::Postgres(Arc::new(store)))
+        }
+        Some(url) => {
+            let path = url.strip_prefix("sqlite://").with_context(|| {
+                format!("[store] url must start with sqlite:// or postgres://, not {url}")
+            })?;
+            open_sqlite(Path::new(path))
+        }
+        None => match default_sqlite {
+            Some(path) => open_sqlite(path),
+            None => anyhow::bail!(
+                "the config file must set [store] url (sqlite://PATH or postgres://…)"
+            ),
+        },
+    }
+}
+
+fn open_sqlite(path: &Path) -> anyhow::Result<Backend> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    let store = SqliteStore::open(path)
+        .with_context(|| format!("cannot open the SQLite store {}", path.display()))?;
+    Ok(Backend::Sqlite(Arc::new(store)))
+}
+
+/// The in-process queue, or JetStream when `[bus] url` is set.
+pub async fn open_queue(config: &Config) -> anyhow::Result<Arc<dyn Queue>> {
+    match config.bus.url.as_deref() {
+        Some(url) => {
+            let q = JetStreamQueue::connect(url, &config.node.region, "")
+                .await
+                .with_context(|| format!("cannot open the JetStream bus at {url}"))?;
+            Ok(q)
+        }
+        None => {
+            let q = Arc::new(InProcessQueue::new());
+            tokio::spawn(q.clone().run_timer());
+            Ok(q)
+        }
+    }
+}
+
+/// A valid US number nobody in this store holds yet.
+async fn free_number(store: &dyn Store) -> anyhow::Result<String> {
+    for _ in 0..1000 {
+        let n: u32 = rand::random_range(2_000_000..9_999_999);
+        let candidate = format!("+1415{n}");
+        if let Ok(e) = E164::parse(&candidate)
+            && store.number_by_phone(e.as_str()).await?.is_none()
+        {
+            return Ok(e.as_str().to_string());
+        }
+    }
+    anyhow::bail!("could not find a free phone number")
+}
+
+/// The first account of the store with its numbers, created (with two numbers) if the
+/// store has none.
+pub async fn bootstrap(store: &dyn Store) -> anyhow::Result<(Account, Vec<String>)> {
+    if let Some(a) = store.first_account().await? {
+        let numbers = store
+            .numbers(a.sid)
+            .await?
+            .into_iter()
+            .map(|n| n.phone_number)
+            .collect();
+        return Ok((a, numbers));
+    }
+    let t = now_ms();
+    let account = Account {
+        sid: Sid::generate(SidPrefix::Account),
+        parent_sid: None,
+        friendly_name: "Tern default account".into(),
+        auth_token: tern_api::new_auth_token(),
+        status: AccountStatus::Active,
+        created: t,
+        updated: t,
+    };
+    store.create_account(account.clone()).await?;
+    let mut numbers = Vec::new();
+    for i in 0..2 {
+        let phone = free_number(store).await?;
+        store
+            .create_number(PhoneNumber {
+                sid: Sid::generate(SidPrefix::PhoneNumber),
+                account_sid: account.sid,
+                phone_number: phone.clone(),
+                config: NumberConfig::default(),
+                // Distinct times keep the numbers in creation order when listed.
+                created: t + i,
+                updated: t + i,
+            })
+            .await?;
+        numbers.push(phone);
+    }
+    Ok((account, numbers))
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+}
+
+pub fn install_metrics() -> anyhow::Result<metrics_exporter_prometheus::PrometheusHandle> {
+    metrics_exporter_prometheus::PrometheusBuilder::new()
+        .set_buckets(&[
+            0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+        ])
+        .context("metrics buckets")?
+        .install_recorder()
+        .context("cannot install the metrics recorder")
+}
+
+/// Runs the engine and the API on `listener` until SIGINT/SIGTERM, then drains.
+pub async fn run(
+    config: Config,
+    backend: Backend,
+    queue: Arc<dyn Queue>,
+    listener: tokio::net::TcpListener,
+    metrics: metrics_exporter_prometheus::PrometheusHandle,
+) -> anyhow::Result<()> {
+    let store = backend.store();
+    let (events_tx, events_rx) = tokio::sync::mpsc::unbounded_channel();
+    let sim = Arc::new(SimCarrier::new("sim", config.sim.clone(), events_tx));
+    let carriers: Vec<Arc<dyn Carrier>> = vec![sim.clone()];
+    let engine = Engine::new(store.clone(), queue, carriers, config).map_err(anyhow::Error::msg)?;
+    engine.start(events_rx).await?;
+    let draining = Arc::new(AtomicBool::new(false));
+    let state = Arc::new(AppState {
+        store,
+        engine: engine.clone(),
+        sim: Some(sim),
+        metrics: Some(metrics),
+        draining: draining.clone(),
+    });
+    axum::serve(listener, tern_api::router(state))
+        .with_graceful_shutdown(async move {
+            shutdown_signal().await;
+            draining.store(true, Ordering::Relaxed);
+            tracing::info!("shutting down: draining work in flight");
+        })
+        .await?;
+    engine.drain(Duration::from_secs(10)).await;
+    backend.close();
+    tracing::info!("stopped");
+    Ok(())
+}
+
+pub async fn listen(addr: SocketAddr) -> anyhow::Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr}"))
+}

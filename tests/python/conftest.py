@@ -228,6 +228,27 @@ _SERVERS: list["TernServer"] = []
 _CURRENT_TEST = {"nodeid": None}
 
 
+# Which backends `tern up` runs on: "embedded" (SQLite + in-process queue, the default) or
+# "scaleout" (PostgreSQL + NATS JetStream, a fresh database and bus region per server), so
+# the same suite proves the same behaviour on both.
+BACKEND = os.environ.get("TERN_TEST_BACKEND", "embedded")
+
+
+def _backend_config() -> str:
+    if BACKEND == "embedded":
+        return ""
+    if BACKEND != "scaleout":
+        raise RuntimeError(f"TERN_TEST_BACKEND must be embedded or scaleout, not {BACKEND}")
+    tag = "py" + uuid.uuid4().hex[:12]
+    pg = os.environ.get("TERN_TEST_POSTGRES_ADMIN", "postgres://postgres@127.0.0.1:5432/postgres")
+    subprocess.run(["psql", pg, "-q", "-c", f"CREATE DATABASE tern_{tag}"], check=True,
+                   stdout=subprocess.DEVNULL)
+    nats = os.environ.get("TERN_TEST_NATS_URL", "nats://127.0.0.1:4222")
+    return (f'\n[node]\nname = "{tag}"\nregion = "{tag}"\n'
+            f'[store]\nurl = "postgres://postgres@127.0.0.1:5432/tern_{tag}"\n'
+            f'[bus]\nurl = "{nats}"\n')
+
+
 class TernServer:
     """One `tern up` process with its own data dir, config and log file."""
 
@@ -240,9 +261,10 @@ class TernServer:
         self.data_dir.mkdir(exist_ok=True)
         self.log_path = self.root / "tern.log"
         self.config_path: Optional[Path] = None
-        if config_text is not None:
+        backend = _backend_config()
+        if config_text is not None or backend:
             self.config_path = self.root / "config.toml"
-            self.config_path.write_text(config_text)
+            self.config_path.write_text((config_text or "") + backend)
         self.port = port or free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
         self.proc: Optional[subprocess.Popen] = None

@@ -74,6 +74,7 @@ def test_inbound_webhook_signed_with_params(tern, creds, client, receiver, owned
     assert m.from_ == handset
     assert m.to == pn.phone_number
     assert m.body == "Hi there"
+    assert m.num_segments == "1"
     assert m.account_sid == creds.account_sid
     assert sid in {x.sid for x in client.messages.list(from_=handset)}
 

@@ -265,6 +265,10 @@ def test_from_not_owned_21606(client, handset):
 def test_body_too_long_21617(client, sender, handset):
     with raises_twilio(400, 21617):
         client.messages.create(to=handset, from_=sender, body="x" * 1601)
+    with raises_twilio(400, 21617):
+        client.messages.create(to=handset, from_=sender, body="\u0436" * 1601)
+    ok = client.messages.create(to=handset, from_=sender, body="\u0436" * 1600)
+    assert ok.num_segments == "24"  # ceil(1600 / 67)
 
 
 def test_missing_body_is_400(raw, sender, handset):

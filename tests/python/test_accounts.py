@@ -220,7 +220,7 @@ def test_suspended_subaccount_keys_rejected(client, tern, make_subaccount):
 
 def test_invalid_account_status_is_400(client, make_subaccount):
     sub = make_subaccount()
-    with raises_twilio(400):
+    with raises_twilio(400, 20001):
         client.api.v2010.accounts(sub.sid).update(status="bogus")
     assert client.api.v2010.accounts(sub.sid).fetch().status == "active"
 

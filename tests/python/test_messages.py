@@ -342,3 +342,41 @@ def test_num_segments(client, sender, handset, body, segments):
     assert m.num_segments == segments, (
         f"len={len(body)} first={body[0]!r}: expected {segments}, got {m.num_segments!r}")
     assert m.body == body
+
+
+def test_date_filters_accept_sdk_datetime_objects(client, sender, handset):
+    """twilio-python serialises date/datetime filter values as YYYY-MM-DDTHH:MM:SSZ."""
+    m = send(client, sender, handset, "dated via datetime")
+    m = wait_message_status(client, m.sid, "delivered")
+    day = m.date_sent.astimezone(dt.timezone.utc).date()
+    yesterday = dt.datetime.combine(day - dt.timedelta(days=1), dt.time(0, 0))
+    tomorrow = dt.datetime.combine(day + dt.timedelta(days=2), dt.time(0, 0))
+
+    def sids(**kw):
+        return {x.sid for x in client.messages.list(to=handset, **kw)}
+
+    assert sids(date_sent_after=yesterday) == {m.sid}
+    assert sids(date_sent_before=tomorrow) == {m.sid}
+    assert sids(date_sent_after=tomorrow) == set()
+    assert sids(date_sent_before=yesterday) == set()
+
+
+@pytest.mark.parametrize("params", [{"PageSize": "0"}, {"PageSize": "1001"}, {"PageSize": "abc"},
+                                    {"DateSent": "yesterday"}],
+                         ids=["pagesize-0", "pagesize-1001", "pagesize-abc", "datesent-word"])
+def test_invalid_list_params_20001(raw, params):
+    r = raw.get("Messages.json", params=params)
+    assert r.status_code == 400, r.text
+    assert r.json()["code"] == 20001
+
+
+def test_invalid_update_status_20001(client, sender, handset):
+    m = send(client, sender, handset, "x")
+    with raises_twilio(400, 20001):
+        client.messages(m.sid).update(status="bogus")
+
+
+def test_max_page_size_1000_accepted(raw):
+    r = raw.get("Messages.json", params={"PageSize": "1000"})
+    assert r.status_code == 200, r.text
+    assert r.json()["page_size"] == 1000

@@ -264,3 +264,10 @@ def test_released_number_leaves_the_pool(client, service):
     client.incoming_phone_numbers(pn.sid).delete()
     assert pn.sid not in {p.sid for p in
                           client.messaging.v1.services(service.sid).phone_numbers.list()}
+
+
+def test_schedule_type_must_be_fixed_35126(client, service):
+    with raises_twilio(400, 35126):
+        client.messages.create(messaging_service_sid=service.sid, to=random_number(), body="x",
+                               schedule_type="later",
+                               send_at=now_utc() + dt.timedelta(hours=1))

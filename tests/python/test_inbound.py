@@ -281,3 +281,22 @@ def test_no_reply_cases(tern, creds, client, receiver, owned, status, ctype, bod
         lambda: [m for m in client.messages.list(to=handset) if m.direction == "outbound-reply"],
         timeout=20, desc="barrier reply")
     assert [r.body for r in replies] == ["barrier reply"], [r.body for r in replies]
+
+
+def test_concurrent_inbound_each_gets_one_reply(tern, creds, client, receiver, owned):
+    import concurrent.futures
+
+    pn, sms_url = owned
+    receiver.respond_twiml(sms_url, "auto")
+    handsets = [random_number() for _ in range(16)]
+    with concurrent.futures.ThreadPoolExecutor(8) as ex:
+        sids = list(ex.map(lambda h: inbound(tern, creds, h, pn.phone_number, "hi"), handsets))
+    assert len(set(sids)) == len(sids)
+
+    def replies():
+        out = [m for m in client.messages.list(from_=pn.phone_number, page_size=200)
+               if m.direction == "outbound-reply"]
+        return out if len(out) >= len(handsets) else None
+
+    got = poll(replies, timeout=30, desc="one reply per inbound")
+    assert sorted(m.to for m in got) == sorted(handsets), "each sender gets exactly one reply"

@@ -380,3 +380,22 @@ def test_max_page_size_1000_accepted(raw):
     r = raw.get("Messages.json", params={"PageSize": "1000"})
     assert r.status_code == 200, r.text
     assert r.json()["page_size"] == 1000
+
+
+def test_paging_is_stable_while_new_messages_arrive(client, raw, sender):
+    """next_page_uri carries a PageToken: rows created mid-iteration neither repeat nor hide
+    rows that existed when the listing started."""
+    to = random_number()
+    original = [send(client, sender, to, f"orig {i}").sid for i in range(10)]
+    r = raw.get("Messages.json", params={"To": to, "PageSize": 4})
+    j = r.json()
+    seen = [m["sid"] for m in j["messages"]]
+    added = [send(client, sender, to, f"new {i}").sid for i in range(5)]
+    while j["next_page_uri"]:
+        j = raw.get(j["next_page_uri"]).json()
+        seen += [m["sid"] for m in j["messages"]]
+        assert len(seen) < 100
+    dupes = [s for s in set(seen) if seen.count(s) > 1]
+    assert not dupes, f"rows repeated across pages after concurrent inserts: {dupes}"
+    assert set(original) <= set(seen), "rows that existed at the start were skipped"
+    assert set(seen) <= set(original) | set(added)

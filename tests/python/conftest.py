@@ -509,7 +509,8 @@ class Receiver:
         return f"{self.base_url}/t/{uuid.uuid4().hex}/{name}"
 
     def respond(self, url: str, body: str = "", status: int = 200,
-                content_type: str = "text/xml", count: Optional[int] = None) -> None:
+                content_type: str = "text/xml", count: Optional[int] = None,
+                delay: float = 0.0) -> None:
         """Program the answer for requests to url's path.
 
         Entries are used in order; one with count=N is used N times, then dropped.
@@ -518,7 +519,8 @@ class Receiver:
         path = urlsplit(url).path
         with self.lock:
             self._responses.setdefault(path, []).append(
-                {"body": body, "status": status, "content_type": content_type, "count": count}
+                {"body": body, "status": status, "content_type": content_type, "count": count,
+                 "delay": delay}
             )
 
     def reset_response(self, url: str) -> None:
@@ -580,6 +582,8 @@ class Receiver:
         )
         with self.lock:
             self.events.append(ev)
+        if resp.get("delay"):
+            time.sleep(resp["delay"])  # a deliberately slow endpoint, not synchronisation
         body = resp["body"].encode()
         h.send_response(resp["status"])
         h.send_header("Content-Type", resp["content_type"])

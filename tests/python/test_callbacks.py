@@ -193,3 +193,17 @@ def test_callback_order_per_message_under_concurrency(client, creds, receiver):
         for e in evs:
             assert e.valid is True
             assert e.params["To"] == to
+
+
+def test_slow_endpoint_does_not_block_other_callbacks(client, receiver, sender):
+    slow = receiver.url("slow")
+    fast = receiver.url("fast")
+    receiver.respond(slow, body="", status=200, delay=3.0)
+    a = client.messages.create(to=random_number(), from_=sender, body="slow", status_callback=slow)
+    b = client.messages.create(to=random_number(), from_=sender, body="fast", status_callback=fast)
+    fast_evs = receiver.wait_status(fast, b.sid, "delivered", timeout=30)
+    slow_evs = receiver.wait_status(slow, a.sid, "delivered", timeout=60)
+    fast_done = max(e.t for e in fast_evs)
+    slow_done = max(e.t for e in slow_evs if e.status == "delivered")
+    assert fast_done < slow_done, "a slow callback endpoint delayed another URL's callbacks"
+    assert [e.status for e in slow_evs] == ["sending", "sent", "delivered"]

@@ -44,14 +44,22 @@ pub async fn create(
     Ok((StatusCode::CREATED, Json(repr::message(&m))))
 }
 
-fn day_bounds(raw: &str, name: &str) -> ApiResult<(i64, i64)> {
-    let day = tern_types::time::parse_day(raw)
-        .ok_or_else(|| ApiError::invalid(format!("{name} must be a date as YYYY-MM-DD")))?;
-    let start = day.and_time(NaiveTime::MIN).and_utc();
-    Ok((
-        start.timestamp_millis(),
-        (start + Duration::days(1)).timestamp_millis() - 1,
-    ))
+/// A `DateSent` filter value: a day (`YYYY-MM-DD`, the whole day) or an instant
+/// (`YYYY-MM-DDTHH:MM:SSZ`, as the SDKs send `datetime` values), as inclusive ms bounds.
+fn date_bounds(raw: &str, name: &str) -> ApiResult<(i64, i64)> {
+    if let Some(day) = tern_types::time::parse_day(raw) {
+        let start = day.and_time(NaiveTime::MIN).and_utc();
+        return Ok((
+            start.timestamp_millis(),
+            (start + Duration::days(1)).timestamp_millis() - 1,
+        ));
+    }
+    match tern_types::time::parse_instant(raw) {
+        Some(t) => Ok((t.timestamp_millis(), t.timestamp_millis())),
+        None => Err(ApiError::invalid(format!(
+            "{name} must be a date (YYYY-MM-DD) or a UTC date-time (YYYY-MM-DDTHH:MM:SSZ)"
+        ))),
+    }
 }
 
 /// `PA<created>_<sid>`: where the next page starts.
@@ -81,12 +89,16 @@ pub async fn list(
             "To" => query.to = Some(v),
             "From" => query.from = Some(v),
             "DateSent" => {
-                let (lo, hi) = day_bounds(&v, name)?;
+                let (lo, hi) = match tern_types::time::parse_instant(&v) {
+                    // An instant names its whole day here.
+                    Some(t) => date_bounds(&t.format("%Y-%m-%d").to_string(), name)?,
+                    None => date_bounds(&v, name)?,
+                };
                 query.sent_after = Some(lo);
                 query.sent_before = Some(hi);
             }
-            "DateSent<" => query.sent_before = Some(day_bounds(&v, name)?.1),
-            _ => query.sent_after = Some(day_bounds(&v, name)?.0),
+            "DateSent<" => query.sent_before = Some(date_bounds(&v, name)?.1),
+            _ => query.sent_after = Some(date_bounds(&v, name)?.0),
         }
     }
     if let Some(t) = &req.token {

@@ -160,11 +160,13 @@ impl Queue for InProcessQueue {
             let notified = signal.notified();
             {
                 let mut st = self.lock();
-                if let Some(job) = st.ready.get_mut(&kind).and_then(|q| q.pop_front()) {
-                    return Some(job);
-                }
+                // Once closed, nothing more is handed out: work not yet taken stays in the
+                // store and is published again on the next start.
                 if st.closed {
                     return None;
+                }
+                if let Some(job) = st.ready.get_mut(&kind).and_then(|q| q.pop_front()) {
+                    return Some(job);
                 }
             }
             notified.await;

@@ -65,8 +65,8 @@ pub struct Job {
 pub trait Queue: Send + Sync + 'static {
     /// Makes committed jobs available; a job whose `run_at` is in the future waits until then.
     fn publish(&self, jobs: Vec<Job>);
-    /// The next ready job of `kind`; `None` once the queue is shut down and drained of
-    /// ready work.
+    /// The next ready job of `kind`; `None` once the queue is closed (jobs not yet taken
+    /// stay in the store for the next start or another node).
     async fn next(&self, kind: JobKind) -> Option<Job>;
     /// Jobs published but not yet taken by a worker, per kind (for metrics and draining).
     fn depth(&self, kind: JobKind) -> usize;

@@ -1,5 +1,6 @@
 //! Opt-out keywords, as Twilio's default handling recognises them: the whole body, trimmed
-//! and case-insensitive, must be the keyword.
+//! and case-insensitive, must be the keyword. Tern applies an opt-out to every number of the
+//! account (Twilio scopes it to the sender), which never sends where a handset said STOP.
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Keyword {
@@ -13,10 +14,10 @@ impl Keyword {
     pub fn reply(self) -> &'static str {
         match self {
             Keyword::OptOut => {
-                "You have successfully been unsubscribed. You will not receive any more messages from this number. Reply START to resubscribe."
+                "You have successfully been unsubscribed. You will not receive any more messages from us. Reply START to resubscribe."
             }
             Keyword::OptIn => {
-                "You have successfully been re-subscribed to messages from this number. Reply HELP for help. Reply STOP to unsubscribe. Msg&Data Rates May Apply."
+                "You have successfully been re-subscribed to our messages. Reply HELP for help. Reply STOP to unsubscribe. Msg&Data Rates May Apply."
             }
             Keyword::Help => "Reply STOP to unsubscribe. Msg&Data Rates May Apply.",
         }

@@ -174,7 +174,8 @@ pub enum Event {
     },
     /// A response that matches no outstanding request; dropped.
     UnexpectedResponse(Pdu),
-    /// The peer sent something undecodable; already answered where SMPP allows it.
+    /// The peer sent something undecodable; already answered where SMPP allows it (never
+    /// for a response: an undecodable response leaves its request to time out).
     ProtocolError(DecodeError),
     /// The session is over.
     Closed(CloseReason),

@@ -641,3 +641,28 @@ fn deliver_sm_reaches_a_receiver_and_is_answered() {
         })
     ));
 }
+
+mod garbage {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Arbitrary bytes never panic a session, and whatever it sends back is valid SMPP.
+        #[test]
+        fn arbitrary_input_is_survived(chunks in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..64), 0..8), client in any::<bool>()) {
+            let mut p = Pair::bound(BindKind::Transceiver);
+            let s = if client { &mut p.client } else { &mut p.server };
+            for c in &chunks {
+                s.handle_input(c, p.now);
+                while s.poll_event().is_some() {}
+                if let Some(out) = s.poll_transmit() {
+                    let mut bytes = out.as_slice();
+                    while !bytes.is_empty() {
+                        let (_, n) = pdu::decode(bytes).unwrap().unwrap();
+                        bytes = &bytes[n..];
+                    }
+                }
+            }
+        }
+    }
+}

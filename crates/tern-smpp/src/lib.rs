@@ -23,6 +23,34 @@
 //! Every edge case is therefore a plain unit test with a virtual clock (`tests/session.rs`
 //! wires two sessions back to back), and `fuzz/` drives the decoder and the session with
 //! arbitrary bytes.
+//!
+//! ```
+//! use std::time::Instant;
+//! use tern_smpp::pdu::{BindKind, Body, MessageIdResp, Pdu, SubmitSm};
+//! use tern_smpp::{Event, Role, Session, SessionConfig, status};
+//!
+//! let now = Instant::now();
+//! let mut esme = Session::new(Role::Client, SessionConfig::default(), now);
+//! let mut smsc = Session::new(Role::Server, SessionConfig::default(), now);
+//!
+//! esme.bind(BindKind::Transceiver, "acme", "secret", now)?;
+//! smsc.handle_input(&esme.poll_transmit().unwrap_or_default(), now);
+//! let Some(Event::BindRequest { bind, .. }) = smsc.poll_event() else { unreachable!() };
+//! assert_eq!(bind.password, "secret"); // the application checks credentials
+//! smsc.accept_bind("tern")?;
+//! esme.handle_input(&smsc.poll_transmit().unwrap_or_default(), now);
+//! assert!(matches!(esme.poll_event(), Some(Event::Bound { .. })));
+//!
+//! let seq = esme.submit(Pdu::new(0, Body::SubmitSm(SubmitSm::default())), now)?;
+//! smsc.handle_input(&esme.poll_transmit().unwrap_or_default(), now);
+//! let Some(Event::Request(req)) = smsc.poll_event() else { unreachable!() };
+//! let resp = MessageIdResp { message_id: "m-1".into(), ..Default::default() };
+//! smsc.respond(req.sequence_number, status::ESME_ROK, Body::SubmitSmResp(resp))?;
+//! esme.handle_input(&smsc.poll_transmit().unwrap_or_default(), now);
+//! let Some(Event::Response { pdu, .. }) = esme.poll_event() else { unreachable!() };
+//! assert_eq!(pdu.sequence_number, seq);
+//! # Ok::<(), tern_smpp::SessionError>(())
+//! ```
 
 pub mod pdu;
 pub mod receipt;

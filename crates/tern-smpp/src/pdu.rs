@@ -13,7 +13,7 @@
 //! * **Framing errors that carry the header**, so the session can answer with the right
 //!   `generic_nack` or `*_resp` and know how many bytes to skip (or that it must close).
 //!
-//! The whole codec is a bounds-checked reader and writer over byte slices (~600 lines, no
+//! The whole codec is a bounds-checked reader and writer over byte slices (long but flat: no
 //! dependencies, no `unsafe`, no indexing that can panic); proptest round trips every PDU
 //! kind and a cargo-fuzz target (`fuzz/`) drives `decode` on arbitrary bytes.
 

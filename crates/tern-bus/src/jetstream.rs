@@ -13,31 +13,39 @@
 //! * A job whose `run_at` is in the future carries the [`RUN_AT_HEADER`]. When a worker pulls
 //!   it early, the queue naks it with a delay of the remaining time, so JetStream redelivers
 //!   it when it is due; while it waits it is "ack pending" on the consumer.
-//! * [`Queue::next`] pulls one message, acknowledges it at once and returns the job: the
-//!   store is the durable record, and workers finish jobs through the store.
+//! * [`Queue::next`] serves from a per-kind inbox that pull requests for up to
+//!   [`PULL_BATCH`] messages deliver to; a new request goes out, from inside `next`, once
+//!   fewer than half a batch are still owed, so the inbox is refilled before it runs dry
+//!   and a worker pays no round trip per job. A job is acknowledged (a plain ack, no
+//!   confirmation awaited) when it is handed out: the store is the durable record, and
+//!   workers finish jobs through the store. Until then a delivered message is "ack
+//!   pending", so it still counts in the depth; messages still in the inbox at close are
+//!   nak'd so that other nodes get them at once.
 //! * [`Queue::depth`] is `num_pending + num_ack_pending` of the kind's consumer (ready plus
 //!   waiting-for-their-time jobs), cached and refreshed in the background every
 //!   [`DEPTH_REFRESH`].
 //! * [`Queue::close`] makes waiting and later `next` calls return `None`; jobs still in the
-//!   stream stay there for the next node. Publishing keeps working after close (the stream
-//!   is shared), queued publishes are sent, and depth keeps being refreshed until the queue
-//!   is dropped.
+//!   stream (or delivered but not handed out, which are nak'd) stay there for the next node.
+//!   Publishing keeps working after close (the stream is shared), queued publishes are sent,
+//!   and depth keeps being refreshed until the queue is dropped.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use async_nats::HeaderMap;
+use async_nats::jetstream::consumer::pull::BatchConfig;
 use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, PullConsumer, pull};
 use async_nats::jetstream::stream::{self, RetentionPolicy, StorageType};
 use async_nats::jetstream::{self, AckKind, Context};
+use async_nats::{HeaderMap, StatusCode, Subject, Subscriber};
 use async_trait::async_trait;
-use futures_util::StreamExt;
+use futures_util::{FutureExt, StreamExt};
 use serde::{Deserialize, Serialize};
 use tern_types::Sid;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{Mutex, mpsc, oneshot, watch};
 use tokio::task::JoinSet;
+use tokio::time::Instant;
 
 use crate::{Job, JobKind, Queue};
 
@@ -48,8 +56,13 @@ pub const RUN_AT_HEADER: &str = "Tern-Run-At";
 /// How often the cached depth is refreshed from the server.
 pub const DEPTH_REFRESH: Duration = Duration::from_millis(500);
 
-/// How long a delivered, unacknowledged message stays with its worker before redelivery.
-/// `next` acknowledges at once, so this only matters when a node dies between the two.
+/// Messages asked for by one pull request: what a node may hold per kind, delivered but not
+/// yet handed out, is at most one and a half of these.
+pub const PULL_BATCH: usize = 256;
+
+/// How long a delivered, unacknowledged message stays with its node before redelivery.
+/// `next` acknowledges when it hands a job out and the engine takes jobs as fast as they
+/// come, so this only matters when a node dies (or stalls) between delivery and hand-out.
 const ACK_WAIT: Duration = Duration::from_secs(30);
 /// Deliveries before JetStream gives up on a message. Early deliveries of delayed jobs count,
 /// so this is generous; a job given up on stays in the store and is re-published on restart.
@@ -58,6 +71,9 @@ const MAX_DELIVER: i64 = 100;
 const MAX_ACK_PENDING: i64 = 1_000_000;
 /// Lifetime of one pull request; `next` renews it while waiting.
 const PULL_EXPIRES: Duration = Duration::from_secs(5);
+/// After its expiry, how long a pull request's end (a 408 status) may take to arrive before
+/// the request is presumed lost and replaced.
+const PULL_GRACE: Duration = Duration::from_secs(5);
 /// Pause after a failed pull before trying again.
 const PULL_RETRY: Duration = Duration::from_millis(250);
 /// Attempts at publishing one job before giving up on it.
@@ -230,7 +246,7 @@ impl Layout {
 pub struct JetStreamQueue {
     context: Context,
     layout: Layout,
-    consumers: HashMap<JobKind, PullConsumer>,
+    pullers: Arc<HashMap<JobKind, Mutex<Puller>>>,
     depth: Arc<HashMap<JobKind, AtomicUsize>>,
     publish_tx: mpsc::UnboundedSender<Cmd>,
     closed: watch::Sender<bool>,
@@ -317,8 +333,19 @@ impl JetStreamQueue {
         let (publish_tx, publish_rx) = mpsc::unbounded_channel();
 
         tokio::spawn(run_publisher(context.clone(), layout.clone(), publish_rx));
+        let pullers: Arc<HashMap<JobKind, Mutex<Puller>>> = Arc::new(
+            consumers
+                .iter()
+                .map(|(kind, consumer)| (*kind, Mutex::new(Puller::new(consumer.clone()))))
+                .collect(),
+        );
+        tokio::spawn(release_on_close(
+            context.clone(),
+            pullers.clone(),
+            closed_rx.clone(),
+        ));
         let refresher = DepthRefresher {
-            consumers: consumers.clone(),
+            consumers,
             depth: depth.clone(),
         };
         // Take a first reading before handing the queue out.
@@ -328,7 +355,7 @@ impl JetStreamQueue {
         Ok(Arc::new(JetStreamQueue {
             context,
             layout,
-            consumers,
+            pullers,
             depth,
             publish_tx,
             closed,
@@ -370,19 +397,6 @@ impl JetStreamQueue {
 
     fn is_closed(&self) -> bool {
         *self.closed.borrow()
-    }
-
-    /// Pulls at most one message, waiting up to [`PULL_EXPIRES`].
-    async fn pull_one(
-        consumer: &PullConsumer,
-    ) -> Result<Option<jetstream::Message>, async_nats::Error> {
-        let mut batch = consumer
-            .batch()
-            .max_messages(1)
-            .expires(PULL_EXPIRES)
-            .messages()
-            .await?;
-        batch.next().await.transpose()
     }
 
     /// Turns a delivered message into a job: holds it back if it is early, drops it if it is
@@ -427,8 +441,9 @@ impl JetStreamQueue {
                 "job on the wrong subject; handing it out anyway"
             );
         }
-        // Wait for the server to confirm, so the job is not delivered again.
-        if let Err(e) = msg.double_ack().await {
+        // A plain ack: nothing waits for the server. Should it get lost, the job is delivered
+        // again after the ack wait, which workers tolerate (the store decides).
+        if let Err(e) = msg.ack().await {
             tracing::warn!(job = job.id, error = %e,
                 "acknowledging a job failed; it may be delivered again");
         }
@@ -448,31 +463,28 @@ impl Queue for JetStreamQueue {
     }
 
     async fn next(&self, kind: JobKind) -> Option<Job> {
-        let consumer = self.consumers.get(&kind)?;
+        let puller = self.pullers.get(&kind)?;
         let mut closed = self.closed.subscribe();
+        if self.is_closed() {
+            return None;
+        }
+        // Workers of one kind take turns at the kind's inbox.
+        let mut puller = tokio::select! {
+            biased;
+            _ = closed.wait_for(|c| *c) => return None,
+            p = puller.lock() => p,
+        };
         loop {
             if self.is_closed() {
                 return None;
             }
-            let pulled = tokio::select! {
+            let msg = tokio::select! {
                 biased;
                 _ = closed.wait_for(|c| *c) => return None,
-                r = Self::pull_one(consumer) => r,
+                m = puller.receive(&self.context, kind) => m,
             };
-            match pulled {
-                Ok(Some(msg)) => {
-                    if let Some(job) = self.take(kind, msg).await {
-                        return Some(job);
-                    }
-                }
-                Ok(None) => {} // the pull request expired; renew it
-                Err(e) => {
-                    tracing::warn!(kind = kind.as_str(), error = %e, "pulling a job failed");
-                    tokio::select! {
-                        _ = closed.wait_for(|c| *c) => return None,
-                        _ = tokio::time::sleep(PULL_RETRY) => {}
-                    }
-                }
+            if let Some(job) = self.take(kind, msg).await {
+                return Some(job);
             }
         }
     }
@@ -485,6 +497,171 @@ impl Queue for JetStreamQueue {
 
     fn close(&self) {
         self.closed.send_replace(true);
+    }
+}
+
+/// The pulling side of one kind: an inbox that pull requests deliver to, and how many
+/// messages the open requests may still deliver. Requests are only made from inside
+/// [`Queue::next`], so a node that stops taking jobs stops asking for them.
+struct Puller {
+    consumer: PullConsumer,
+    inbox: Option<(Subject, Subscriber)>,
+    /// Messages the open pull requests may still deliver.
+    owed: usize,
+    /// When the newest pull request has ended at the latest; if nothing has accounted for
+    /// what is owed by then, the requests are presumed lost.
+    owed_until: Instant,
+    /// After an error, no new request (or subscription) before this.
+    pause_until: Option<Instant>,
+}
+
+impl Puller {
+    fn new(consumer: PullConsumer) -> Puller {
+        Puller {
+            consumer,
+            inbox: None,
+            owed: 0,
+            owed_until: Instant::now(),
+            pause_until: None,
+        }
+    }
+
+    fn pause(&mut self) {
+        self.pause_until = Some(Instant::now() + PULL_RETRY);
+    }
+
+    /// The next message delivered to the inbox, asking for more as needed. Errors are logged
+    /// and retried after [`PULL_RETRY`]. Cancel-safe: dropping the future loses no message
+    /// (at worst an extra pull request is made).
+    async fn receive(&mut self, context: &Context, kind: JobKind) -> jetstream::Message {
+        loop {
+            if let Some(at) = self.pause_until {
+                tokio::time::sleep_until(at).await;
+                self.pause_until = None;
+            }
+            if self.inbox.is_none() {
+                let inbox = Subject::from(context.client().new_inbox());
+                match context.client().subscribe(inbox.clone()).await {
+                    Ok(sub) => {
+                        self.inbox = Some((inbox, sub));
+                        self.owed = 0;
+                    }
+                    Err(e) => {
+                        tracing::warn!(kind = kind.as_str(), error = %e, "subscribing to an inbox failed");
+                        self.pause();
+                        continue;
+                    }
+                }
+            }
+            let Some((inbox, sub)) = self.inbox.as_mut() else {
+                continue;
+            };
+            let now = Instant::now();
+            if self.owed > 0 && now >= self.owed_until {
+                tracing::debug!(
+                    kind = kind.as_str(),
+                    owed = self.owed,
+                    "pull requests presumed lost"
+                );
+                self.owed = 0;
+            }
+            if self.owed <= PULL_BATCH / 2 {
+                let request = BatchConfig {
+                    batch: PULL_BATCH,
+                    expires: Some(PULL_EXPIRES),
+                    ..Default::default()
+                };
+                if let Err(e) = self.consumer.request_batch(request, inbox.clone()).await {
+                    tracing::warn!(kind = kind.as_str(), error = %e, "pull request failed");
+                    self.pause();
+                    continue;
+                }
+                self.owed += PULL_BATCH;
+                self.owed_until = now + PULL_EXPIRES + PULL_GRACE;
+            }
+            let got = tokio::select! {
+                m = sub.next() => m,
+                _ = tokio::time::sleep_until(self.owed_until) => continue,
+            };
+            let Some(m) = got else {
+                tracing::warn!(
+                    kind = kind.as_str(),
+                    "the inbox subscription ended; renewing it"
+                );
+                self.inbox = None;
+                self.pause();
+                continue;
+            };
+            match m.status {
+                None | Some(StatusCode::OK) => {
+                    self.owed = self.owed.saturating_sub(1);
+                    return jetstream::Message {
+                        message: m,
+                        context: context.clone(),
+                    };
+                }
+                Some(StatusCode::IDLE_HEARTBEAT) => {}
+                Some(status) => {
+                    // A request ended (408: expired) or was refused (409: consumer deleted,
+                    // too many waiting requests…); the header says how much it still owed.
+                    let left = m
+                        .headers
+                        .as_ref()
+                        .and_then(|h| h.get("Nats-Pending-Messages"))
+                        .and_then(|v| v.as_str().parse::<usize>().ok())
+                        .unwrap_or(PULL_BATCH);
+                    self.owed = self.owed.saturating_sub(left);
+                    if status != StatusCode::TIMEOUT {
+                        tracing::warn!(kind = kind.as_str(), status = %status,
+                            description = m.description.as_deref().unwrap_or(""),
+                            "pull request refused");
+                        self.pause();
+                    }
+                }
+            }
+        }
+    }
+
+    /// Stops pulling and naks what was delivered but not handed out, so that JetStream
+    /// offers it again at once (to this region's other nodes) instead of after the ack wait.
+    async fn release(&mut self, context: &Context, kind: JobKind) {
+        let Some((_, mut sub)) = self.inbox.take() else {
+            return;
+        };
+        self.owed = 0;
+        if let Err(e) = sub.unsubscribe().await {
+            tracing::debug!(kind = kind.as_str(), error = %e, "unsubscribing an inbox failed");
+        }
+        let mut released = 0usize;
+        while let Some(Some(m)) = sub.next().now_or_never() {
+            if !matches!(m.status, None | Some(StatusCode::OK)) {
+                continue;
+            }
+            let msg = jetstream::Message {
+                message: m,
+                context: context.clone(),
+            };
+            if let Err(e) = msg.ack_with(AckKind::Nak(None)).await {
+                tracing::debug!(kind = kind.as_str(), error = %e, "releasing a job failed");
+            }
+            released += 1;
+        }
+        if released > 0 {
+            tracing::debug!(kind = kind.as_str(), released, "released undelivered jobs");
+        }
+    }
+}
+
+/// Once the queue is closed (or dropped), releases what its inboxes hold.
+async fn release_on_close(
+    context: Context,
+    pullers: Arc<HashMap<JobKind, Mutex<Puller>>>,
+    mut closed: watch::Receiver<bool>,
+) {
+    // An error means the queue was dropped: release as well.
+    let _ = closed.wait_for(|c| *c).await;
+    for (kind, puller) in pullers.iter() {
+        puller.lock().await.release(&context, *kind).await;
     }
 }
 

@@ -144,3 +144,53 @@ async fn jetstream_rejects_bad_names() {
         }
     }
 }
+
+/// A node pulls jobs ahead of its workers; what it holds but has not handed out goes back
+/// when it closes, so another node of the region gets those jobs at once instead of after
+/// the ack wait (30 s).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jetstream_close_releases_jobs_pulled_ahead() {
+    let ns = namespace();
+    let first = connect("eu", &ns).await;
+    let second = connect("eu", &ns).await;
+    let outcome = tokio::spawn({
+        let first = first.clone();
+        let second = second.clone();
+        async move {
+            first.publish((1..=20).map(|id| job(id, JobKind::Route, 0)).collect());
+            first.flush().await.unwrap();
+            assert_eq!(take(first.as_ref(), JobKind::Route, "first").await.id, 1);
+            // The rest went to the first node ahead of its workers: none for the second.
+            let got =
+                tokio::time::timeout(Duration::from_millis(300), second.next(JobKind::Route)).await;
+            assert!(got.is_err(), "the second node got {got:?}");
+            conformance::eventually_depth(second.as_ref(), JobKind::Route, 19, "pulled ahead")
+                .await;
+
+            first.close();
+            let mut ids = Vec::new();
+            for _ in 2..=20 {
+                match tokio::time::timeout(Duration::from_secs(10), second.next(JobKind::Route))
+                    .await
+                {
+                    Ok(Some(j)) => ids.push(j.id),
+                    Ok(None) => panic!("the second node is closed"),
+                    Err(_) => panic!("released jobs did not reach the second node: got {ids:?}"),
+                }
+            }
+            ids.sort_unstable();
+            assert_eq!(ids, (2..=20).collect::<Vec<_>>());
+            conformance::eventually_depth(second.as_ref(), JobKind::Route, 0, "released").await;
+            second.close();
+        }
+    })
+    .await;
+    first.close();
+    second.close();
+    if let Err(e) = first.delete_stream().await {
+        eprintln!("cleanup: {e}");
+    }
+    if let Err(e) = outcome {
+        std::panic::resume_unwind(e.into_panic());
+    }
+}

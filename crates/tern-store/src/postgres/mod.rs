@@ -9,12 +9,18 @@
 //!   each commit is its own WAL flush on the server. Compare-and-set still holds under
 //!   READ COMMITTED, because PostgreSQL re-checks `WHERE status = $expected` against the
 //!   newest row version after waiting for a concurrent writer of the same row.
-//! - **Fewer round trips instead of batching.** A transition is one statement when it
-//!   creates no job (a data-modifying CTE updates the message, writes the event and deletes
-//!   the completed job); `insert_message` writes message and event in one statement;
-//!   `complete_jobs` is one `DELETE … WHERE id = ANY($1)`; deletes cascade through CTEs.
-//!   [`Store::transitions`] runs in one transaction with a savepoint per transition, so
-//!   one commit covers the batch and one failure undoes only its own transition.
+//! - **Fewer round trips instead of batching.** Every write a message's life makes is one
+//!   statement, so one round trip and atomic without an explicit transaction: a transition
+//!   (a data-modifying CTE updates the message, writes the event, deletes the completed job
+//!   and writes the new jobs, all conditioned on the compare-and-set); `insert_message`
+//!   (message, event and jobs); `insert_jobs`; `complete_jobs` (`DELETE … WHERE id = $1`,
+//!   or `= ANY($1)` for several); deletes cascade through CTEs. [`Store::transitions`] runs
+//!   in one transaction with a savepoint per transition, so one commit covers the batch and
+//!   one failure undoes only its own transition.
+//! - **Prepared once, planned once.** Statements are prepared per connection and written so
+//!   that PostgreSQL settles on their generic plans: a statement whose generic plan looks
+//!   costlier than its custom ones (`= ANY($1)`, `generate_series` over a parameter) is
+//!   planned again at every execution, which costs more than running a simple statement.
 //! - **Job ids** come from a `BIGSERIAL` sequence. They increase in the order they are
 //!   drawn, which across concurrent transactions is not always commit order (SQLite's
 //!   single writer gives both). Jobs of one message are still written in order, because
@@ -37,7 +43,7 @@
 //! - `BIGSERIAL` becomes `unique_rowid()` (`serial_normalization = rowid`): ids are unique
 //!   and roughly time-ordered but not dense and not strictly increasing across nodes, and
 //!   `pg_get_serial_sequence('jobs', 'id')` returns NULL, which breaks the id
-//!   pre-allocation of multi-job inserts. Use an explicit `CREATE SEQUENCE` (slow in
+//!   pre-allocation of job inserts. Use an explicit `CREATE SEQUENCE` (slow in
 //!   Cockroach) or relax "ids increase" to "ids are unique, ordered per message".
 //! - Advisory locks: for most of CockroachDB's history the `pg_advisory_*` builtins were
 //!   no-op stubs that lock nothing, and the two-`int4` form used here was not defined at
@@ -259,74 +265,113 @@ impl PostgresStore {
     }
 }
 
-/// Writes `jobs` and returns them with their ids, in the order given (ids increasing).
-/// More than one job takes two statements: run it inside a transaction.
-async fn insert_jobs<C: GenericClient>(c: &C, jobs: Vec<NewJob>) -> Result<Vec<Job>> {
-    match jobs.len() {
-        0 => Ok(Vec::new()),
-        1 => {
-            let mut out = Vec::with_capacity(1);
-            for j in jobs {
-                let id: i64 = query_opt(
-                    c,
-                    "INSERT INTO jobs (kind, subject, run_at, attempts, payload)
-                     VALUES ($1, $2, $3, 0, $4) RETURNING id",
-                    &[&j.kind.as_str(), &j.subject.as_str(), &j.run_at, &j.payload],
-                    |r| r.try_get(0).map_err(|e| StoreError::Corrupt(e.to_string())),
-                )
-                .await?
-                .ok_or_else(|| StoreError::Unavailable("insert returned no id".into()))?;
-                out.push(Job {
-                    id,
-                    kind: j.kind,
-                    subject: j.subject,
-                    run_at: j.run_at,
-                    attempts: 0,
-                    payload: j.payload,
-                });
-            }
-            Ok(out)
-        }
-        n => {
-            // Draw the ids first so that they follow the given order, then insert all rows
-            // in one statement.
-            let n = i64::try_from(n).unwrap_or(i64::MAX);
-            let mut ids: Vec<i64> = query_all(
-                c,
-                "SELECT nextval(pg_get_serial_sequence('jobs', 'id')) FROM generate_series(1, $1::bigint)",
-                &[&n],
-                |r| r.try_get(0).map_err(|e| StoreError::Corrupt(e.to_string())),
-            )
-            .await?;
-            ids.sort_unstable();
-            let kinds: Vec<&str> = jobs.iter().map(|j| j.kind.as_str()).collect();
-            let subjects: Vec<&str> = jobs.iter().map(|j| j.subject.as_str()).collect();
-            let run_ats: Vec<i64> = jobs.iter().map(|j| j.run_at).collect();
-            let payloads: Vec<&str> = jobs.iter().map(|j| j.payload.as_str()).collect();
-            exec(
-                c,
-                "INSERT INTO jobs (id, kind, subject, run_at, attempts, payload)
-                 SELECT id, kind, subject, run_at, 0, payload
-                 FROM UNNEST($1::bigint[], $2::text[], $3::text[], $4::bigint[], $5::text[])
-                    AS t (id, kind, subject, run_at, payload)",
-                &[&ids, &kinds, &subjects, &run_ats, &payloads],
-            )
-            .await?;
-            Ok(ids
-                .into_iter()
-                .zip(jobs)
-                .map(|(id, j)| Job {
-                    id,
-                    kind: j.kind,
-                    subject: j.subject,
-                    run_at: j.run_at,
-                    attempts: 0,
-                    payload: j.payload,
-                })
-                .collect())
+/// Common table expressions that write jobs, for one statement together with whatever
+/// caused them. Parameters `$first`..`$first + 3` are the jobs' kinds, subjects, run_ats and
+/// payloads (see [`JobParams`]); rows are written only when `guard` (an SQL condition) holds.
+/// The ids are drawn first and handed out in increasing order to the jobs in the order
+/// given, as `job_ord (id, ord)`; the statement can return them with [`JOB_IDS`].
+///
+/// (Counting rows with `UNNEST` rather than `generate_series` keeps the generic plan's row
+/// estimate close to a custom plan's, so that PostgreSQL settles on the generic plan
+/// instead of planning the statement again at every execution.)
+fn job_ctes(first: usize, guard: &str) -> String {
+    let (kinds, subjects, run_ats, payloads) = (first, first + 1, first + 2, first + 3);
+    format!(
+        "job_ids AS (
+            SELECT nextval(pg_get_serial_sequence('jobs', 'id')) AS id
+            FROM UNNEST(${kinds}::text[]) WHERE {guard}
+        ), job_ord AS (
+            SELECT id, row_number() OVER (ORDER BY id) AS ord FROM job_ids
+        ), new_jobs AS (
+            INSERT INTO jobs (id, kind, subject, run_at, attempts, payload)
+            SELECT o.id, t.kind, t.subject, t.run_at, 0, t.payload
+            FROM job_ord o
+            JOIN UNNEST(${kinds}::text[], ${subjects}::text[], ${run_ats}::bigint[], ${payloads}::text[])
+                WITH ORDINALITY AS t (kind, subject, run_at, payload, ord) ON t.ord = o.ord
+        )"
+    )
+}
+
+/// The ids written by [`job_ctes`], in the order of the jobs given.
+const JOB_IDS: &str = "ARRAY(SELECT id FROM job_ord ORDER BY ord)";
+
+/// The columns of new jobs, as parameters of [`job_ctes`].
+struct JobParams<'a> {
+    kinds: Vec<&'static str>,
+    subjects: Vec<&'a str>,
+    run_ats: Vec<i64>,
+    payloads: Vec<&'a str>,
+}
+
+impl<'a> JobParams<'a> {
+    fn new(jobs: &'a [NewJob]) -> JobParams<'a> {
+        JobParams {
+            kinds: jobs.iter().map(|j| j.kind.as_str()).collect(),
+            subjects: jobs.iter().map(|j| j.subject.as_str()).collect(),
+            run_ats: jobs.iter().map(|j| j.run_at).collect(),
+            payloads: jobs.iter().map(|j| j.payload.as_str()).collect(),
         }
     }
+
+    fn params(&self) -> [&(dyn ToSql + Sync); 4] {
+        [&self.kinds, &self.subjects, &self.run_ats, &self.payloads]
+    }
 }
+
+/// The jobs with the ids a statement built with [`job_ctes`] returned for them.
+fn with_ids(jobs: Vec<NewJob>, ids: Vec<i64>) -> Result<Vec<Job>> {
+    if ids.len() != jobs.len() {
+        return Err(StoreError::Corrupt(format!(
+            "{} job ids returned for {} jobs",
+            ids.len(),
+            jobs.len()
+        )));
+    }
+    Ok(ids
+        .into_iter()
+        .zip(jobs)
+        .map(|(id, j)| Job {
+            id,
+            kind: j.kind,
+            subject: j.subject,
+            run_at: j.run_at,
+            attempts: 0,
+            payload: j.payload,
+        })
+        .collect())
+}
+
+/// Writes `jobs` in one statement and returns them with their ids, in the order given (ids
+/// increasing).
+async fn insert_jobs<C: GenericClient>(c: &C, jobs: Vec<NewJob>) -> Result<Vec<Job>> {
+    if jobs.is_empty() {
+        return Ok(Vec::new());
+    }
+    let sql = format!("WITH {} SELECT {JOB_IDS}", job_ctes(1, "TRUE"));
+    let p = JobParams::new(&jobs);
+    let ids: Vec<i64> = query_opt(c, &sql, &p.params(), |r| r.try_get(0).map_err(corrupt))
+        .await?
+        .ok_or_else(|| StoreError::Unavailable("insert returned no ids".into()))?;
+    with_ids(jobs, ids)
+}
+
+/// The compare-and-set of a transition (`$1` sid, `$2` new status, `$3` time, `$4` error code,
+/// `$5` from, `$6` carrier, `$7` carrier message id, `$8` receipt done date, `$9` sent time,
+/// `$10` expected status), returning the sid when it holds.
+const SET_STATUS: &str = "UPDATE messages SET status = $2::text, updated = $3::bigint,
+        error_code = COALESCE($4::bigint, error_code),
+        from_number = COALESCE($5::text, from_number),
+        carrier = COALESCE($6::text, carrier),
+        carrier_message_id = COALESCE($7::text, carrier_message_id),
+        raw_dlr_done_date = COALESCE($8::text, raw_dlr_done_date),
+        sent = COALESCE(sent, $9::bigint)
+    WHERE sid = $1 AND status = $10::text
+    RETURNING sid";
+/// Deletes the job a transition completes (`$11`), if its compare-and-set (`u`) held.
+const DELETE_DONE: &str = "DELETE FROM jobs WHERE id = $11::bigint AND EXISTS (SELECT 1 FROM u)";
+/// The event of a transition whose compare-and-set (`u`) held.
+const INSERT_EVENT: &str = "INSERT INTO message_events (message_sid, status, at, error_code)
+    SELECT sid, $2::text, $3::bigint, $4::bigint FROM u";
 
 /// The compare-and-set of a transition: the status change, its event and the deletion of
 /// the job it completes, in one statement. Returns whether the message was in the
@@ -340,21 +385,7 @@ async fn set_status<C: GenericClient>(c: &C, t: &Transition) -> Result<bool> {
     let error_code = t.error_code.map(i64::from);
     let changed = exec(
         c,
-        "WITH u AS (
-            UPDATE messages SET status = $2::text, updated = $3::bigint,
-                error_code = COALESCE($4::bigint, error_code),
-                from_number = COALESCE($5::text, from_number),
-                carrier = COALESCE($6::text, carrier),
-                carrier_message_id = COALESCE($7::text, carrier_message_id),
-                raw_dlr_done_date = COALESCE($8::text, raw_dlr_done_date),
-                sent = COALESCE(sent, $9::bigint)
-            WHERE sid = $1 AND status = $10::text
-            RETURNING sid
-        ), done AS (
-            DELETE FROM jobs WHERE id = $11::bigint AND EXISTS (SELECT 1 FROM u)
-        )
-        INSERT INTO message_events (message_sid, status, at, error_code)
-        SELECT sid, $2::text, $3::bigint, $4::bigint FROM u",
+        &format!("WITH u AS ({SET_STATUS}), done AS ({DELETE_DONE}) {INSERT_EVENT}"),
         &[
             &t.sid.as_str(),
             &t.to.as_str(),
@@ -394,12 +425,57 @@ async fn stale<C: GenericClient>(c: &C, sid: Sid) -> StoreError {
     }
 }
 
-/// A transition inside a transaction (or savepoint) that the caller commits.
+/// A transition in one statement: the compare-and-set, its event, the deletion of the job
+/// it completes and the jobs it creates (written only if the compare-and-set holds).
 async fn apply_transition<C: GenericClient>(c: &C, t: Transition) -> Result<Vec<Job>> {
-    if !set_status(c, &t).await? {
+    if t.jobs.is_empty() {
+        if !set_status(c, &t).await? {
+            return Err(stale(c, t.sid).await);
+        }
+        return Ok(Vec::new());
+    }
+    let (carrier, carrier_id) = t
+        .carrier
+        .as_ref()
+        .map_or((None, None), |(c, i)| (Some(c.as_str()), Some(i.as_str())));
+    let sent = matches!(t.to, MessageStatus::Sent | MessageStatus::Sending).then_some(t.at);
+    let error_code = t.error_code.map(i64::from);
+    let sql = format!(
+        "WITH u AS ({SET_STATUS}), done AS ({DELETE_DONE}), ev AS ({INSERT_EVENT}), {}
+        SELECT EXISTS (SELECT 1 FROM u), {JOB_IDS}",
+        job_ctes(12, "EXISTS (SELECT 1 FROM u)")
+    );
+    let jobs = JobParams::new(&t.jobs);
+    let [kinds, subjects, run_ats, payloads] = jobs.params();
+    let params: [&(dyn ToSql + Sync); 15] = [
+        &t.sid.as_str(),
+        &t.to.as_str(),
+        &t.at,
+        &error_code,
+        &t.from,
+        &carrier,
+        &carrier_id,
+        &t.raw_dlr_done_date,
+        &sent,
+        &t.expected.as_str(),
+        &t.done_job,
+        kinds,
+        subjects,
+        run_ats,
+        payloads,
+    ];
+    let (changed, ids): (bool, Vec<i64>) = query_opt(c, &sql, &params, |r| {
+        Ok((
+            r.try_get(0).map_err(corrupt)?,
+            r.try_get(1).map_err(corrupt)?,
+        ))
+    })
+    .await?
+    .ok_or_else(|| StoreError::Unavailable("transition returned no row".into()))?;
+    if !changed {
         return Err(stale(c, t.sid).await);
     }
-    insert_jobs(c, t.jobs).await
+    with_ids(t.jobs, ids)
 }
 
 fn corrupt(e: tokio_postgres::Error) -> StoreError {
@@ -805,6 +881,7 @@ impl Store for PostgresStore {
     }
 
     async fn insert_message(&self, m: Message, jobs: Vec<NewJob>) -> Result<Vec<Job>> {
+        // One statement: atomic without an explicit transaction.
         let sql = format!(
             "WITH m AS (
                 INSERT INTO messages ({MESSAGE_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9,
@@ -844,17 +921,32 @@ impl Store for PostgresStore {
             &m.updated,
             &m.sent,
         ];
-        let mut c = self.client().await?;
+        let c = self.client().await?;
         if jobs.is_empty() {
-            // One statement: atomic without an explicit transaction.
             exec(&c, &sql, &params).await?;
             return Ok(Vec::new());
         }
-        let tx = c.transaction().await.map_err(map_pg)?;
-        exec(&tx, &sql, &params).await?;
-        let jobs = insert_jobs(&tx, jobs).await?;
-        tx.commit().await.map_err(map_pg)?;
-        Ok(jobs)
+        // Message, event and jobs in one statement: atomic without an explicit transaction,
+        // and one round trip.
+        let sql = format!(
+            "WITH m AS (
+                INSERT INTO messages ({MESSAGE_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9,
+                    $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21)
+                RETURNING sid, status, created, error_code
+            ), ev AS (
+                INSERT INTO message_events (message_sid, status, at, error_code)
+                SELECT sid, status, created, error_code FROM m
+            ), {}
+            SELECT {JOB_IDS}",
+            job_ctes(22, "TRUE")
+        );
+        let job_params = JobParams::new(&jobs);
+        let all: Vec<&(dyn ToSql + Sync)> =
+            params.iter().copied().chain(job_params.params()).collect();
+        let ids: Vec<i64> = query_opt(&c, &sql, &all, |r| r.try_get(0).map_err(corrupt))
+            .await?
+            .ok_or_else(|| StoreError::Unavailable("insert returned no ids".into()))?;
+        with_ids(jobs, ids)
     }
 
     async fn message(&self, sid: Sid) -> Result<Option<Message>> {
@@ -889,15 +981,9 @@ impl Store for PostgresStore {
     }
 
     async fn transition(&self, t: Transition) -> Result<Vec<Job>> {
-        let mut c = self.client().await?;
-        if t.jobs.is_empty() {
-            // The compare-and-set, event and completed job are one statement.
-            return apply_transition(&c, t).await;
-        }
-        let tx = c.transaction().await.map_err(map_pg)?;
-        let jobs = apply_transition(&tx, t).await?;
-        tx.commit().await.map_err(map_pg)?;
-        Ok(jobs)
+        let c = self.client().await?;
+        // One statement (see `apply_transition`): atomic without an explicit transaction.
+        apply_transition(&c, t).await
     }
 
     async fn transitions(&self, ts: Vec<Transition>) -> Result<Vec<Result<Vec<Job>>>> {
@@ -1025,7 +1111,12 @@ impl Store for PostgresStore {
             return Ok(());
         }
         let c = self.client().await?;
-        exec(&c, "DELETE FROM jobs WHERE id = ANY($1::bigint[])", &[&ids]).await?;
+        if let [id] = ids[..] {
+            // The usual case; unlike `= ANY`, it gets a generic plan (no planning per call).
+            exec(&c, "DELETE FROM jobs WHERE id = $1", &[&id]).await?;
+        } else {
+            exec(&c, "DELETE FROM jobs WHERE id = ANY($1::bigint[])", &[&ids]).await?;
+        }
         Ok(())
     }
 
@@ -1044,14 +1135,8 @@ impl Store for PostgresStore {
     }
 
     async fn insert_jobs(&self, jobs: Vec<NewJob>) -> Result<Vec<Job>> {
-        let mut c = self.client().await?;
-        if jobs.len() <= 1 {
-            return insert_jobs(&c, jobs).await;
-        }
-        let tx = c.transaction().await.map_err(map_pg)?;
-        let jobs = insert_jobs(&tx, jobs).await?;
-        tx.commit().await.map_err(map_pg)?;
-        Ok(jobs)
+        let c = self.client().await?;
+        insert_jobs(&c, jobs).await
     }
 }
 

@@ -219,6 +219,145 @@ async fn job_ids_increase_in_the_order_given_and_complete_in_one_batch() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_statement_writes_are_atomic_and_keep_the_job_order() {
+    in_schema(|schema| async move {
+        let store = schema.store(2).await;
+        let a = account(&store).await;
+        let m = crate::conformance::message(a, 10, "+14155552671");
+        let jobs: Vec<NewJob> = ["r", "w1", "w2"]
+            .iter()
+            .zip([JobKind::Route, JobKind::Webhook, JobKind::Webhook])
+            .map(|(p, k)| new_job(m.sid, k, p))
+            .collect();
+        let written = store.insert_message(m.clone(), jobs).await.unwrap();
+        assert_eq!(
+            written
+                .iter()
+                .map(|j| j.payload.as_str())
+                .collect::<Vec<_>>(),
+            ["r", "w1", "w2"]
+        );
+        assert!(written.windows(2).all(|w| w[0].id < w[1].id), "{written:?}");
+        assert_eq!(store.pending_jobs().await.unwrap(), written);
+        let events = format!("message_events WHERE message_sid = '{}'", m.sid);
+        assert_eq!(schema.count(&events).await, 1);
+
+        // The same sid again: nothing of the failed statement stays, jobs included.
+        let again = store
+            .insert_message(m.clone(), vec![new_job(m.sid, JobKind::Route, "dup")])
+            .await;
+        assert!(matches!(again, Err(StoreError::Conflict(_))), "{again:?}");
+        assert_eq!(store.pending_jobs().await.unwrap(), written);
+        assert_eq!(schema.count(&events).await, 1);
+
+        // A transition completing one job and creating several, in one statement.
+        let mut t = Transition::new(m.sid, MessageStatus::Queued, MessageStatus::Sending, 20);
+        t.done_job = Some(written[0].id);
+        t.jobs = ["x", "y", "z"]
+            .iter()
+            .map(|p| new_job(m.sid, JobKind::Webhook, p))
+            .collect();
+        let created = store.transition(t.clone()).await.unwrap();
+        assert_eq!(
+            created
+                .iter()
+                .map(|j| j.payload.as_str())
+                .collect::<Vec<_>>(),
+            ["x", "y", "z"]
+        );
+        assert!(created.windows(2).all(|w| w[0].id < w[1].id), "{created:?}");
+        assert!(created[0].id > written[2].id);
+        let pending = store.pending_jobs().await.unwrap();
+        let want: Vec<_> = written[1..].iter().chain(&created).cloned().collect();
+        assert_eq!(pending, want);
+        assert_eq!(schema.count(&events).await, 2);
+        // Replayed, it is stale and writes nothing.
+        assert!(matches!(
+            store.transition(t).await,
+            Err(StoreError::StaleStatus(MessageStatus::Sending))
+        ));
+        assert_eq!(store.pending_jobs().await.unwrap(), want);
+        assert_eq!(schema.count(&events).await, 2);
+    })
+    .await;
+}
+
+/// PostgreSQL plans a prepared statement afresh at every execution when its generic plan
+/// looks costlier than the custom ones (an `= ANY($1)` or a `generate_series` over a
+/// parameter does that); on the hot path that planning is most of a simple statement's
+/// cost. Every statement a message's life runs must settle on its generic plan.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hot_statements_settle_on_generic_plans() {
+    in_schema(|schema| async move {
+        // One connection, so that every statement is prepared on it.
+        let store = schema.store(1).await;
+        let a = account(&store).await;
+        let n = PhoneNumber {
+            sid: Sid::generate(SidPrefix::PhoneNumber),
+            account_sid: a,
+            phone_number: "+14155550100".into(),
+            config: NumberConfig::default(),
+            created: 1,
+            updated: 1,
+        };
+        store.create_number(n).await.unwrap();
+        for i in 0..10 {
+            let to = format!("+1415555{i:04}");
+            store.account(a).await.unwrap();
+            store.number_by_phone("+14155550100").await.unwrap();
+            assert!(!store.is_opted_out(a, &to).await.unwrap());
+            let mut m = crate::conformance::message(a, 10 + i, &to);
+            m.status = MessageStatus::Accepted;
+            let route = store
+                .insert_message(m.clone(), vec![new_job(m.sid, JobKind::Route, "")])
+                .await
+                .unwrap();
+            store.message(m.sid).await.unwrap();
+            let mut t = Transition::new(m.sid, m.status, MessageStatus::Queued, 20);
+            t.jobs = vec![new_job(m.sid, JobKind::Webhook, "{}")];
+            let hooks = store.transition(t).await.unwrap();
+            let t = Transition::new(m.sid, MessageStatus::Queued, MessageStatus::Sending, 21);
+            store.transition(t).await.unwrap();
+            let mut t = Transition::new(m.sid, MessageStatus::Sending, MessageStatus::Sent, 22);
+            let carrier_id = format!("c{i}");
+            t.carrier = Some(("sim".into(), carrier_id.clone()));
+            t.done_job = Some(route[0].id);
+            store.transition(t).await.unwrap();
+            store.complete_jobs(vec![hooks[0].id]).await.unwrap();
+            assert!(
+                store
+                    .message_by_carrier_id("sim", &carrier_id)
+                    .await
+                    .unwrap()
+                    .is_some()
+            );
+            let mut t = Transition::new(m.sid, MessageStatus::Sent, MessageStatus::Delivered, 23);
+            t.jobs = vec![new_job(m.sid, JobKind::Webhook, "{}")];
+            let hooks = store.transition(t).await.unwrap();
+            store.retry_job(hooks[0].id, 30).await.unwrap();
+            store.complete_jobs(vec![hooks[0].id]).await.unwrap();
+        }
+        let c = store.client().await.unwrap();
+        let replanned: Vec<(String, i64)> = c
+            .query(
+                "SELECT statement, custom_plans FROM pg_prepared_statements
+                 WHERE custom_plans > 5 ORDER BY statement",
+                &[],
+            )
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect();
+        assert!(
+            replanned.is_empty(),
+            "statements planned at every execution: {replanned:#?}"
+        );
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_transitions_from_one_status_let_exactly_one_win() {
     in_schema(|schema| async move {
         let store = Arc::new(schema.store(4).await);

@@ -48,11 +48,7 @@ pub async fn create(
 /// (`YYYY-MM-DDTHH:MM:SSZ`, as the SDKs send `datetime` values), as inclusive ms bounds.
 fn date_bounds(raw: &str, name: &str) -> ApiResult<(i64, i64)> {
     if let Some(day) = tern_types::time::parse_day(raw) {
-        let start = day.and_time(NaiveTime::MIN).and_utc();
-        return Ok((
-            start.timestamp_millis(),
-            (start + Duration::days(1)).timestamp_millis() - 1,
-        ));
+        return Ok(day_bounds(day));
     }
     match tern_types::time::parse_instant(raw) {
         Some(t) => Ok((t.timestamp_millis(), t.timestamp_millis())),
@@ -60,6 +56,15 @@ fn date_bounds(raw: &str, name: &str) -> ApiResult<(i64, i64)> {
             "{name} must be a date (YYYY-MM-DD) or a UTC date-time (YYYY-MM-DDTHH:MM:SSZ)"
         ))),
     }
+}
+
+/// The whole of `day` (UTC) as inclusive ms bounds.
+fn day_bounds(day: chrono::NaiveDate) -> (i64, i64) {
+    let start = day.and_time(NaiveTime::MIN).and_utc();
+    (
+        start.timestamp_millis(),
+        (start + Duration::days(1)).timestamp_millis() - 1,
+    )
 }
 
 /// `PA<created>_<sid>`: where the next page starts.
@@ -91,7 +96,7 @@ pub async fn list(
             "DateSent" => {
                 let (lo, hi) = match tern_types::time::parse_instant(&v) {
                     // An instant names its whole day here.
-                    Some(t) => date_bounds(&t.format("%Y-%m-%d").to_string(), name)?,
+                    Some(t) => day_bounds(t.date_naive()),
                     None => date_bounds(&v, name)?,
                 };
                 query.sent_after = Some(lo);

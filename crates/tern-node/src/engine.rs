@@ -203,32 +203,28 @@ impl Engine {
             return Err(EngineError::code(ErrorCode::OptedOut));
         }
         let created = now.timestamp_millis();
+        let num_segments = if plan.messaging_service_sid.is_some() {
+            0
+        } else {
+            plan.num_segments
+        };
         let message = Message {
-            sid: Sid::generate(SidPrefix::Message),
-            account_sid: account.sid,
             messaging_service_sid: plan.messaging_service_sid,
-            direction: Direction::OutboundApi,
             from: plan.from.map(|f| f.as_str().to_string()),
-            to: plan.to.as_str().to_string(),
-            body: plan.body,
-            status: plan.initial_status,
-            error_code: None,
-            num_segments: if plan.messaging_service_sid.is_some() {
-                0
-            } else {
-                plan.num_segments
-            },
             num_media: plan.media_urls.len() as u32,
             status_callback,
             validity_secs: plan.validity_secs,
             send_at: plan.send_at.map(|t| t.timestamp_millis()),
-            carrier: None,
-            carrier_message_id: None,
-            raw_dlr_done_date: None,
             provide_feedback: plan.provide_feedback,
-            created,
-            updated: created,
-            sent: None,
+            ..Message::new(
+                account.sid,
+                Direction::OutboundApi,
+                plan.initial_status,
+                plan.to.as_str().to_string(),
+                plan.body,
+                num_segments,
+                created,
+            )
         };
         let route = NewJob {
             kind: JobKind::Route,
@@ -610,27 +606,19 @@ impl Engine {
         let now = now_ms();
         let seg = tern_sms::segment_info(&sms.body);
         let m = Message {
-            sid: Sid::generate(SidPrefix::Message),
-            account_sid: number.account_sid,
             messaging_service_sid: service.as_ref().map(|s| s.sid),
-            direction: Direction::Inbound,
             from: Some(sms.from.clone()),
-            to: sms.to.clone(),
-            body: sms.body.clone(),
-            status: MessageStatus::Received,
-            error_code: None,
-            num_segments: seg.num_segments,
-            num_media: 0,
-            status_callback: None,
-            validity_secs: 0,
-            send_at: None,
             carrier: Some(sms.carrier.clone()),
-            carrier_message_id: None,
-            raw_dlr_done_date: None,
-            provide_feedback: false,
-            created: now,
-            updated: now,
             sent: Some(now),
+            ..Message::new(
+                number.account_sid,
+                Direction::Inbound,
+                MessageStatus::Received,
+                sms.to.clone(),
+                sms.body.clone(),
+                seg.num_segments,
+                now,
+            )
         };
         let keyword = keywords::classify(&sms.body);
         match keyword {
@@ -720,27 +708,18 @@ impl Engine {
         let now = now_ms();
         let seg = tern_sms::segment_info(&body);
         let m = Message {
-            sid: Sid::generate(SidPrefix::Message),
-            account_sid: number.account_sid,
-            messaging_service_sid: None,
-            direction: Direction::OutboundReply,
             from: Some(number.phone_number.clone()),
-            to: to.to_string(),
-            body,
-            status: MessageStatus::Queued,
-            error_code: None,
-            num_segments: seg.num_segments,
-            num_media: 0,
             status_callback,
             validity_secs: tern_domain::send::MAX_VALIDITY_SECS,
-            send_at: None,
-            carrier: None,
-            carrier_message_id: None,
-            raw_dlr_done_date: None,
-            provide_feedback: false,
-            created: now,
-            updated: now,
-            sent: None,
+            ..Message::new(
+                number.account_sid,
+                Direction::OutboundReply,
+                MessageStatus::Queued,
+                to.to_string(),
+                body,
+                seg.num_segments,
+                now,
+            )
         };
         let route = NewJob {
             kind: JobKind::Route,

@@ -164,6 +164,42 @@ pub struct Message {
 }
 
 impl Message {
+    /// A new message with a fresh SID, created at `at`, with one segment's worth of the
+    /// body counted, no sender, no carrier and no validity period; callers set the rest.
+    pub fn new(
+        account_sid: Sid,
+        direction: Direction,
+        status: MessageStatus,
+        to: String,
+        body: String,
+        num_segments: u32,
+        at: i64,
+    ) -> Message {
+        Message {
+            sid: Sid::generate(tern_types::SidPrefix::Message),
+            account_sid,
+            messaging_service_sid: None,
+            direction,
+            from: None,
+            to,
+            body,
+            status,
+            error_code: None,
+            num_segments,
+            num_media: 0,
+            status_callback: None,
+            validity_secs: 0,
+            send_at: None,
+            carrier: None,
+            carrier_message_id: None,
+            raw_dlr_done_date: None,
+            provide_feedback: false,
+            created: at,
+            updated: at,
+            sent: None,
+        }
+    }
+
     /// When the message's `ValidityPeriod` runs out.
     pub fn expires_at(&self) -> i64 {
         self.send_at.unwrap_or(self.created) + i64::from(self.validity_secs) * 1000

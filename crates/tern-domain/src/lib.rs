@@ -4,7 +4,9 @@
 
 pub mod keywords;
 pub mod lifecycle;
+pub mod routing;
 pub mod send;
 
 pub use lifecycle::{LifecycleError, check_transition};
+pub use routing::{Route, RouteError, RouteTable};
 pub use send::{SendError, SendParams, SendPlan, plan_send};

@@ -13,6 +13,19 @@ pub struct Config {
     pub sim: SimConfig,
     pub webhooks: WebhookConfig,
     pub messaging: MessagingConfig,
+    /// `[[route]]` tables: which carriers serve which destinations. None means every
+    /// carrier serves every destination, in declaration order.
+    #[serde(rename = "route")]
+    pub routes: Vec<RouteConfig>,
+}
+
+/// One `[[route]]`: destinations starting with `prefix` (`"+"` for all; the longest
+/// match wins) go to `carriers`, the first preferred and the next on error.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    pub prefix: String,
+    pub carriers: Vec<String>,
 }
 
 /// Identity of this node.

@@ -11,7 +11,7 @@ use tern_carriers::{
     Carrier, CarrierEvent, InboundSms, OutboundSms, Receipt, ReceiptOutcome, SubmitError,
 };
 use tern_domain::keywords::{self, Keyword};
-use tern_domain::{SendParams, check_transition, plan_send};
+use tern_domain::{Route, RouteTable, SendParams, check_transition, plan_send};
 use tern_store::{Account, Message, NewJob, PhoneNumber, Store, StoreError, Transition};
 use tern_types::{Direction, ErrorCode, MessageStatus, Sid, SidPrefix};
 use tern_webhooks::{Attempt, WebhookClient, WebhookRequest, backoff};
@@ -72,7 +72,8 @@ const MAX_REDIRECTS: u32 = 5;
 pub struct Engine {
     store: Arc<dyn Store>,
     queue: Arc<dyn Queue>,
-    carriers: Vec<Arc<dyn Carrier>>,
+    carriers: HashMap<String, Arc<dyn Carrier>>,
+    routes: RouteTable,
     webhooks: WebhookClient,
     config: Config,
     /// Webhooks waiting behind an earlier one of the same message (callbacks stay in order).
@@ -95,6 +96,23 @@ impl Engine {
         if carriers.is_empty() {
             return Err("at least one carrier is needed".into());
         }
+        let ids: Vec<&str> = carriers.iter().map(|c| c.id()).collect();
+        let routes: Vec<Route> = config
+            .routes
+            .iter()
+            .map(|r| Route {
+                prefix: r.prefix.clone(),
+                carriers: r.carriers.clone(),
+            })
+            .collect();
+        let routes = RouteTable::new(routes, &ids).map_err(|e| e.to_string())?;
+        let mut by_id = HashMap::new();
+        for c in carriers {
+            let id = c.id().to_owned();
+            if by_id.insert(id.clone(), c).is_some() {
+                return Err(format!("two carriers have the id {id:?}"));
+            }
+        }
         let webhooks = WebhookClient::new(
             Duration::from_millis(config.webhooks.connect_timeout_ms),
             Duration::from_millis(config.webhooks.timeout_ms),
@@ -105,7 +123,8 @@ impl Engine {
             webhook_permits: Arc::new(Semaphore::new(config.webhooks.concurrency.max(1))),
             store,
             queue,
-            carriers,
+            carriers: by_id,
+            routes,
             webhooks,
             config,
             chains: Mutex::new(HashMap::new()),
@@ -173,6 +192,9 @@ impl Engine {
     ) -> Result<Message, EngineError> {
         let now = chrono::Utc::now();
         let plan = plan_send(params, now)?;
+        if self.routes.carriers_for(plan.to.as_str()).is_none() {
+            return Err(EngineError::code(ErrorCode::RegionNotEnabled));
+        }
         if let Some(from) = &plan.from {
             match self.store.number_by_phone(from.as_str()).await? {
                 Some(n) if n.account_sid == account.sid => {}
@@ -458,7 +480,23 @@ impl Engine {
     }
 
     async fn submit(&self, m: &Message, job: &Job) -> Result<(), StoreError> {
-        let carrier = &self.carriers[job.attempts as usize % self.carriers.len()];
+        let now = now_ms();
+        let route = self.routes.carriers_for(&m.to).unwrap_or_default();
+        let Some(carrier) = self
+            .routes
+            .pick(&m.to, job.attempts)
+            .and_then(|id| self.carriers.get(id))
+        else {
+            // The route table changed since the message was accepted.
+            let mut t = self.transition_with_error(
+                m,
+                MessageStatus::Failed,
+                ErrorCode::Unknown.code(),
+                now,
+            );
+            t.done_job = Some(job.id);
+            return self.apply_or_reload(t).await;
+        };
         let sms = OutboundSms {
             message_sid: m.sid,
             from: m.from.clone().unwrap_or_default(),
@@ -466,13 +504,23 @@ impl Engine {
             body: m.body.clone(),
             validity_secs: m.validity_secs,
         };
-        let now = now_ms();
+        let last_attempt = job.attempts + 1 >= self.config.messaging.max_submit_attempts;
         match carrier.submit(&sms).await {
             Ok(id) => {
                 let mut t = self.transition(m, MessageStatus::Sent, now);
                 t.carrier = Some((carrier.id().to_string(), id));
                 t.done_job = Some(job.id);
                 self.apply_or_reload(t).await
+            }
+            // Another carrier of the route may take what this one refused; each is asked
+            // at most once for a refusal, in route order.
+            Err(SubmitError::Permanent { code, reason })
+                if !last_attempt && (job.attempts as usize) + 1 < route.len() =>
+            {
+                debug!(%reason, code, carrier = carrier.id(), "carrier refused the message; trying the next one");
+                metrics::counter!("tern_carrier_failovers_total", "carrier" => carrier.id().to_string()).increment(1);
+                self.retry_later(job.clone(), reason).await;
+                Ok(())
             }
             Err(SubmitError::Permanent { code, reason }) => {
                 debug!(%reason, code, "carrier refused the message");
@@ -482,7 +530,7 @@ impl Engine {
             }
             Err(SubmitError::Retryable(reason)) => {
                 metrics::counter!("tern_carrier_submit_retries_total", "carrier" => carrier.id().to_string()).increment(1);
-                if job.attempts + 1 >= self.config.messaging.max_submit_attempts {
+                if last_attempt {
                     let mut t = self.transition_with_error(
                         m,
                         MessageStatus::Failed,
@@ -582,7 +630,7 @@ impl Engine {
                 let (Some(carrier), Some(id)) = (&m.carrier, &m.carrier_message_id) else {
                     continue;
                 };
-                let Some(c) = self.carriers.iter().find(|c| c.id() == carrier) else {
+                let Some(c) = self.carriers.get(carrier) else {
                     continue;
                 };
                 if let Some(r) = c.query(id, &m.to).await {

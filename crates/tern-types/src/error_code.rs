@@ -20,6 +20,8 @@ pub enum ErrorCode {
     Unavailable,
     /// 21211: the `To` number is invalid.
     InvalidTo,
+    /// 21408: no route covers the `To` number's region.
+    RegionNotEnabled,
     /// 21212: the `From` number is invalid.
     InvalidFrom,
     /// 21602: the message needs a body or media.
@@ -83,6 +85,7 @@ impl ErrorCode {
             ErrorCode::Internal => 20500,
             ErrorCode::Unavailable => 20503,
             ErrorCode::InvalidTo => 21211,
+            ErrorCode::RegionNotEnabled => 21408,
             ErrorCode::InvalidFrom => 21212,
             ErrorCode::InvalidPhoneNumber => 21421,
             ErrorCode::PhoneNumberUnavailable => 21422,
@@ -133,6 +136,9 @@ impl ErrorCode {
             ErrorCode::Unavailable => "Service temporarily unavailable",
             ErrorCode::InvalidTo => "The 'To' number is not a valid phone number.",
             ErrorCode::InvalidFrom => "The 'From' number is not a valid phone number.",
+            ErrorCode::RegionNotEnabled => {
+                "Permission to send an SMS has not been enabled for the region indicated by the 'To' number."
+            }
             ErrorCode::InvalidPhoneNumber => "This phone number is invalid.",
             ErrorCode::PhoneNumberUnavailable => "This phone number is not available.",
             ErrorCode::BodyRequired => "Message body is required.",

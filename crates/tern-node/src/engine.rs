@@ -50,7 +50,7 @@ impl From<tern_domain::SendError> for EngineError {
 /// What a webhook job is for, which decides what its response means.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
-enum Purpose {
+pub enum Purpose {
     /// A status callback: only 2xx matters.
     Status,
     /// An inbound message to a number's `SmsUrl`: the response is TwiML.
@@ -69,6 +69,42 @@ struct WebhookJob {
 /// How deep a chain of TwiML `<Redirect>`s is followed.
 const MAX_REDIRECTS: u32 = 5;
 
+/// Callback addresses with this scheme are not HTTP: they name a customer's SMPP binds
+/// (`smpp://SYSTEM_ID?rd=N` for a submitting credential's receipts, `smpp://*` for any
+/// bind of the account), and the engine hands such jobs to [`CustomerLinks`]. Riding on the
+/// webhook outbox gives SMPP deliveries the same durability, per-message order and retry
+/// schedule as HTTP callbacks, with no second queue.
+pub const SMPP_CALLBACK_SCHEME: &str = "smpp://";
+
+/// Where callbacks addressed to [`SMPP_CALLBACK_SCHEME`] go: the customer SMPP server.
+#[async_trait::async_trait]
+pub trait CustomerLinks: Send + Sync + 'static {
+    /// Delivers a status report or an inbound message (`params` are the webhook's form
+    /// parameters) to a bind named by `target` (what follows the scheme).
+    async fn deliver(
+        &self,
+        account_sid: Sid,
+        target: &str,
+        purpose: Purpose,
+        params: &[(String, String)],
+    ) -> Attempt;
+
+    /// Whether `account` has SMPP credentials, so inbound messages without an `SmsUrl`
+    /// go to its binds.
+    async fn takes_inbound(&self, account: Sid) -> bool;
+}
+
+/// What a non-REST ingress (the customer SMPP server) decides about a send beyond
+/// [`SendParams`].
+#[derive(Debug, Clone, Default)]
+pub struct SendOrigin {
+    /// The SID to give the message, when it was promised before the send (SMPP answers
+    /// each part of a concatenated message before the whole exists).
+    pub sid: Option<Sid>,
+    /// A callback address chosen by the ingress (an `smpp://` one), not validated as a URL.
+    pub status_callback: Option<String>,
+}
+
 pub struct Engine {
     store: Arc<dyn Store>,
     queue: Arc<dyn Queue>,
@@ -80,6 +116,7 @@ pub struct Engine {
     chains: Mutex<HashMap<Sid, VecDeque<Job>>>,
     route_permits: Arc<Semaphore>,
     webhook_permits: Arc<Semaphore>,
+    customer_links: std::sync::OnceLock<Arc<dyn CustomerLinks>>,
 }
 
 fn token() -> String {
@@ -128,11 +165,18 @@ impl Engine {
             webhooks,
             config,
             chains: Mutex::new(HashMap::new()),
+            customer_links: std::sync::OnceLock::new(),
         }))
     }
 
     pub fn store(&self) -> &Arc<dyn Store> {
         &self.store
+    }
+
+    /// Connects the customer SMPP server, which is built after the engine (it sends
+    /// through it). Only the first call counts.
+    pub fn set_customer_links(&self, links: Arc<dyn CustomerLinks>) {
+        let _ = self.customer_links.set(links);
     }
 
     /// Publishes every job left in the store (after a restart) and starts the workers.
@@ -190,6 +234,16 @@ impl Engine {
         account: &Account,
         params: &SendParams,
     ) -> Result<Message, EngineError> {
+        self.send_with(account, params, SendOrigin::default()).await
+    }
+
+    /// [`Engine::send`] with what a non-REST ingress decides itself.
+    pub async fn send_with(
+        &self,
+        account: &Account,
+        params: &SendParams,
+        origin: SendOrigin,
+    ) -> Result<Message, EngineError> {
         let now = chrono::Utc::now();
         let plan = plan_send(params, now)?;
         if self.routes.carriers_for(plan.to.as_str()).is_none() {
@@ -208,7 +262,7 @@ impl Engine {
                 }
             }
         }
-        let mut status_callback = plan.status_callback.clone();
+        let mut status_callback = origin.status_callback.or(plan.status_callback.clone());
         if let Some(svc) = plan.messaging_service_sid {
             match self.store.service(svc).await? {
                 Some(s) if s.account_sid == account.sid => {
@@ -230,7 +284,7 @@ impl Engine {
         } else {
             plan.num_segments
         };
-        let message = Message {
+        let mut message = Message {
             messaging_service_sid: plan.messaging_service_sid,
             from: plan.from.map(|f| f.as_str().to_string()),
             num_media: plan.media_urls.len() as u32,
@@ -248,6 +302,9 @@ impl Engine {
                 created,
             )
         };
+        if let Some(sid) = origin.sid {
+            message.sid = sid;
+        }
         let route = NewJob {
             kind: JobKind::Route,
             subject: message.sid,
@@ -714,6 +771,15 @@ impl Engine {
                 });
             Some((url, method, fallback))
         });
+        let target = match target {
+            Some(t) => Some(t),
+            None => match self.customer_links.get() {
+                Some(links) if links.takes_inbound(number.account_sid).await => {
+                    Some((format!("{SMPP_CALLBACK_SCHEME}*"), "POST".into(), None))
+                }
+                _ => None,
+            },
+        };
         if let Some((url, method, fallback)) = target {
             let job = WebhookJob {
                 purpose: Purpose::Inbound,
@@ -838,7 +904,21 @@ impl Engine {
             let Ok(permit) = self.webhook_permits.clone().acquire_owned().await else {
                 return;
             };
-            let mut outcome = self.webhooks.attempt(&payload.request, &token).await;
+            let smpp_target = payload.request.url.strip_prefix(SMPP_CALLBACK_SCHEME);
+            let mut outcome = match (smpp_target, self.customer_links.get()) {
+                (Some(target), Some(links)) => {
+                    links
+                        .deliver(
+                            payload.account_sid,
+                            target,
+                            payload.purpose,
+                            &payload.request.params,
+                        )
+                        .await
+                }
+                (Some(_), None) => Attempt::Retry("the SMPP server is not running".into()),
+                (None, _) => self.webhooks.attempt(&payload.request, &token).await,
+            };
             if !matches!(outcome, Attempt::Delivered { .. })
                 && let Some((url, method)) = &payload.fallback
             {

@@ -6,7 +6,7 @@ pub mod config;
 pub mod engine;
 
 pub use config::Config;
-pub use engine::{Engine, EngineError};
+pub use engine::{CustomerLinks, Engine, EngineError, Purpose, SMPP_CALLBACK_SCHEME, SendOrigin};
 
 /// Milliseconds since the Unix epoch: the store's clock.
 pub fn now_ms() -> i64 {

@@ -2,9 +2,11 @@
 //! [`Carrier::submit`] and reports what the network tells it — delivery receipts and
 //! carrier-originated (inbound) messages — as [`CarrierEvent`]s on a channel.
 //!
-//! Connectors live one folder each: `sim/` is the built-in simulated carrier of `tern up`.
+//! Connectors live one folder each: `sim/` is the built-in simulated carrier of `tern up`,
+//! `smpp/` the SMPP 3.4 client for real carriers.
 
 pub mod sim;
+pub mod smpp;
 
 use async_trait::async_trait;
 use tern_types::Sid;

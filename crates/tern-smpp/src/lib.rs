@@ -19,6 +19,10 @@
 //!   wrong-state and garbage handling and the unbind handshake; the application owns
 //!   credentials, message ids and what a submit means.
 //! * [`status`] — `command_status` constants.
+//! * [`text`] — message bodies to `submit_sm` PDUs (GSM-7 packed or not, Latin-1 or UCS-2;
+//!   long messages by 8- or 16-bit UDH, SAR TLVs or `message_payload`, split exactly as
+//!   `tern_sms` counts segments), received `deliver_sm`/`data_sm` back to text, and a
+//!   bounded [`text::Reassembler`] for concatenated messages driven by a passed-in clock.
 //!
 //! Every edge case is therefore a plain unit test with a virtual clock (`tests/session.rs`
 //! wires two sessions back to back), and `fuzz/` drives the decoder and the session with
@@ -56,7 +60,9 @@ pub mod pdu;
 pub mod receipt;
 pub mod session;
 pub mod status;
+pub mod text;
 
 pub use pdu::{Body, DecodeError, EncodeError, Pdu, decode, encode};
 pub use receipt::{DeliveryReceipt, ReceiptStat, message_ids_match};
 pub use session::{CloseReason, Event, Role, Session, SessionConfig, SessionError, State};
+pub use text::{LongMessageMode, Reassembler, TextOptions, encode_submits, read_part};

@@ -179,9 +179,31 @@ pub fn decode_unpacked(b: &[u8]) -> String {
 /// why [`unpack`] takes it explicitly. The high bit of each input byte is
 /// ignored.
 pub fn pack(septets: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity((septets.len() * 7).div_ceil(8));
+    pack_with_header(&[], septets)
+}
+
+/// Fill bits between a User Data Header of `header_octets` octets (including
+/// its length octet) and the first septet, so that septets start on a septet
+/// boundary of the user data (TS 23.040 §9.2.3.24): 1 for the 6-octet 8-bit
+/// concatenation header, 0 for the 7-octet 16-bit one.
+pub fn fill_bits(header_octets: usize) -> usize {
+    (7 - (header_octets % 7 * 8) % 7) % 7
+}
+
+/// Packed GSM-7 user data with a header in front, laid out as TP-UD: the
+/// `header` octets verbatim, [`fill_bits`] zero bits, then `septets` packed
+/// LSB first. With an empty header this is [`pack`].
+///
+/// This is the layout a handset receives, so a message built here decodes
+/// with [`unpack_after_header`] (or [`unpack_all`] when the septet count was
+/// lost, as SMPP's `sm_length` loses it).
+pub fn pack_with_header(header: &[u8], septets: &[u8]) -> Vec<u8> {
+    let fill = fill_bits(header.len());
+    let mut out = Vec::with_capacity(header.len() + (fill + septets.len() * 7).div_ceil(8));
+    out.extend_from_slice(header);
     let mut acc: u16 = 0;
-    let mut bits = 0u32;
+    // The fill bits are the first `fill` (zero) bits of the accumulator.
+    let mut bits = fill as u32;
     for &s in septets {
         acc |= u16::from(s & 0x7F) << bits;
         bits += 7;
@@ -203,16 +225,53 @@ pub fn pack(septets: &[u8]) -> Vec<u8> {
 /// are fully present are returned (at most `b.len() * 8 / 7`), rather than
 /// inventing data from missing bits.
 pub fn unpack(b: &[u8], septet_count: usize) -> Vec<u8> {
-    let available = b.len().saturating_mul(8) / 7;
+    unpack_after_header(b, 0, septet_count)
+}
+
+/// First bit of the septets in user data whose header is `header_octets` long.
+fn septet_start_bit(header_octets: usize) -> usize {
+    header_octets
+        .saturating_mul(8)
+        .saturating_add(fill_bits(header_octets))
+}
+
+/// Unpack `septet_count` septets that follow a `header_octets`-octet header and
+/// its [`fill_bits`] in `b` (the inverse of [`pack_with_header`]). Never panics:
+/// like [`unpack`], returns only the septets fully present, and nothing when the
+/// header is longer than `b`.
+pub fn unpack_after_header(b: &[u8], header_octets: usize, septet_count: usize) -> Vec<u8> {
+    let start = septet_start_bit(header_octets);
+    let available = b.len().saturating_mul(8).saturating_sub(start) / 7;
     let n = septet_count.min(available);
     let mut out = Vec::with_capacity(n);
     for i in 0..n {
-        let bit = i * 7;
+        let bit = start + i * 7;
         let byte = bit / 8;
         let shift = bit % 8;
         let lo = u16::from(b.get(byte).copied().unwrap_or(0));
         let hi = u16::from(b.get(byte + 1).copied().unwrap_or(0));
         out.push((((lo | (hi << 8)) >> shift) & 0x7F) as u8);
+    }
+    out
+}
+
+/// Unpack every septet after a `header_octets`-octet header when the septet
+/// count is unknown — SMPP's `sm_length` counts octets, not septets.
+///
+/// When the bits after the last whole septet number exactly zero, the sender
+/// may have packed one septet fewer and left seven zero padding bits, which
+/// read as a final `@` (0x00). That final `@` is then taken as padding and
+/// dropped: a padding `@` is far more common than a message whose septet count
+/// is a multiple of eight *and* ends in `@`, which is the one case this
+/// loses a character (TS 23.038 §6.1.2.3.1 has the same ambiguity for CBS).
+pub fn unpack_all(b: &[u8], header_octets: usize) -> Vec<u8> {
+    let bits = b
+        .len()
+        .saturating_mul(8)
+        .saturating_sub(septet_start_bit(header_octets));
+    let mut out = unpack_after_header(b, header_octets, bits / 7);
+    if bits.is_multiple_of(7) && out.last() == Some(&0) {
+        out.pop();
     }
     out
 }
@@ -282,6 +341,59 @@ mod tests {
         assert_eq!(pack(&[0x41; 9]).len(), 8);
         assert_eq!(pack(&[0x41; 160]).len(), 140);
         assert_eq!(pack(&[0x41; 153]).len(), 134); // + 6 octets UDH = 140
+    }
+
+    #[test]
+    fn fill_bits_align_septets_after_the_header() {
+        assert_eq!(fill_bits(0), 0);
+        assert_eq!(fill_bits(6), 1); // 48 bits + 1 = 7 septets
+        assert_eq!(fill_bits(7), 0); // 56 bits = 8 septets
+        assert_eq!(fill_bits(1), 6);
+        assert_eq!(fill_bits(usize::MAX), (7 - (usize::MAX % 7 * 8) % 7) % 7);
+        for h in 0..50 {
+            assert_eq!((h * 8 + fill_bits(h)) % 7, 0, "header {h}");
+            assert!(fill_bits(h) < 7);
+        }
+    }
+
+    #[test]
+    fn pack_with_8_bit_concatenation_header() {
+        // UDH 05 00 03 2A 02 01, then "hello" packed from bit 49 (one fill bit).
+        let udh = [0x05, 0x00, 0x03, 0x2A, 0x02, 0x01];
+        let septets = encode_unpacked("hello").unwrap();
+        let packed = pack_with_header(&udh, &septets);
+        assert_eq!(&packed[..6], &udh);
+        // 'h' = 0x68 shifted left by the fill bit: 0xD0, then the rest of the stream.
+        assert_eq!(&packed[6..], &[0xD0, 0x65, 0x36, 0xFB, 0x0D]);
+        assert_eq!(unpack_after_header(&packed, 6, 5), septets);
+        assert_eq!(unpack_all(&packed, 6), septets);
+        // 153 septets + 6 octets of header make exactly one 140-octet segment.
+        assert_eq!(pack_with_header(&udh, &[0x41; 153]).len(), 140);
+        // 7-octet header: no fill bits, 152 septets fill the segment.
+        let udh16 = [0x06, 0x08, 0x04, 0x12, 0x34, 0x02, 0x01];
+        assert_eq!(pack_with_header(&udh16, &[0x41; 152]).len(), 140);
+        assert_eq!(&pack_with_header(&udh16, &[0x41])[7..], &[0x41]);
+    }
+
+    #[test]
+    fn unpack_all_drops_only_padding_at_septet_boundaries() {
+        // 7 septets pack into 7 octets with 7 zero padding bits: not an '@'.
+        let seven = encode_unpacked("abcdefg").unwrap();
+        let packed = pack(&seven);
+        assert_eq!(packed.len(), 7);
+        assert_eq!(unpack_all(&packed, 0), seven);
+        // 8 septets fill 7 octets exactly; a real final '@' is the lost case.
+        let eight = encode_unpacked("abcdefg@").unwrap();
+        assert_eq!(pack(&eight), packed);
+        assert_eq!(unpack_all(&packed, 0), seven);
+        // An '@' elsewhere, or when the count is not ambiguous, survives.
+        let at = encode_unpacked("@bc@").unwrap();
+        assert_eq!(unpack_all(&pack(&at), 0), at);
+        let nine = encode_unpacked("abcdefgh@").unwrap();
+        assert_eq!(unpack_all(&pack(&nine), 0), nine);
+        assert!(unpack_all(&[], 0).is_empty());
+        assert!(unpack_all(&[1, 2, 3], 6).is_empty());
+        assert!(unpack_after_header(&[1, 2, 3], usize::MAX, 10).is_empty());
     }
 
     #[test]

@@ -16,6 +16,10 @@
 //!   pair, so a part may hold one unit less than the maximum. This is why
 //!   the segment count is computed by actually packing characters, not by
 //!   dividing the unit total.
+//! * A 16-bit concatenation reference needs a 7-octet UDH, leaving 152
+//!   septets or 66 units per part: [`split_with_udh`] and
+//!   [`segment_info_with_udh`] take the header size (Twilio's counts, and
+//!   therefore `NumSegments`, always assume the 6-octet header).
 
 pub mod gsm7;
 pub mod latin1;
@@ -25,6 +29,9 @@ pub mod ucs2;
 pub const SEGMENT_OCTETS: u32 = 140;
 /// Octets of User Data Header for 8-bit-reference concatenation.
 pub const UDH_OCTETS: u32 = 6;
+/// Octets of User Data Header for 16-bit-reference concatenation (IEI 0x08): one more
+/// than [`UDH_OCTETS`], which costs a GSM-7 part one septet and a UCS-2 part one unit.
+pub const UDH16_OCTETS: u32 = 7;
 /// GSM-7 septets in a single-segment message.
 pub const GSM7_SINGLE_SEPTETS: u32 = 160;
 /// GSM-7 septets per part of a multipart message.
@@ -76,6 +83,23 @@ impl Encoding {
         match self {
             Encoding::Gsm7 => GSM7_MULTI_SEPTETS,
             Encoding::Ucs2 => UCS2_MULTI_UNITS,
+        }
+    }
+
+    /// Units allowed per part of a multipart message whose parts each carry
+    /// `udh_octets` of User Data Header (including its length octet): the octets
+    /// left of [`SEGMENT_OCTETS`], as whole septets for GSM-7 (fill bits align the
+    /// first septet after the header, so partial septets are lost) or UTF-16 units.
+    ///
+    /// `multi_limit_with_udh(UDH_OCTETS) == multi_limit()`. The result is never
+    /// below 2, so that any one character fits in a part whatever header a caller
+    /// asks for (an absurd header size degrades to one character per part instead
+    /// of producing parts that overflow).
+    pub fn multi_limit_with_udh(self, udh_octets: u32) -> u32 {
+        let octets = SEGMENT_OCTETS.saturating_sub(udh_octets).max(4);
+        match self {
+            Encoding::Gsm7 => octets * 8 / 7,
+            Encoding::Ucs2 => octets / 2,
         }
     }
 }
@@ -148,11 +172,11 @@ struct Packer {
 }
 
 impl Packer {
-    fn new(encoding: Encoding, total_units: u32) -> Self {
+    fn new(encoding: Encoding, total_units: u32, udh_octets: u32) -> Self {
         let limit = if total_units <= encoding.single_limit() {
             encoding.single_limit()
         } else {
-            encoding.multi_limit()
+            encoding.multi_limit_with_udh(udh_octets)
         };
         Packer {
             limit,
@@ -193,8 +217,15 @@ fn ucs2_units(body: &str) -> u32 {
 ///
 /// An empty body is 1 segment of 0 units.
 pub fn segment_info(body: &str) -> SegmentInfo {
+    segment_info_with_udh(body, UDH_OCTETS)
+}
+
+/// [`segment_info`] for parts that carry `udh_octets` of header each (e.g.
+/// [`UDH16_OCTETS`] for 16-bit concatenation references). A single-part message
+/// has no header, so only multipart counts can differ from [`segment_info`].
+pub fn segment_info_with_udh(body: &str, udh_octets: u32) -> SegmentInfo {
     if let Some(units) = gsm7_units(body) {
-        let mut p = Packer::new(Encoding::Gsm7, units);
+        let mut p = Packer::new(Encoding::Gsm7, units, udh_octets);
         for c in body.chars() {
             if let Some(s) = gsm7::lookup(c) {
                 p.push(s.len());
@@ -207,7 +238,7 @@ pub fn segment_info(body: &str) -> SegmentInfo {
         }
     } else {
         let units = ucs2_units(body);
-        let mut p = Packer::new(Encoding::Ucs2, units);
+        let mut p = Packer::new(Encoding::Ucs2, units, udh_octets);
         for c in body.chars() {
             p.push(c.len_utf16() as u32);
         }
@@ -227,11 +258,17 @@ pub fn segment_info(body: &str) -> SegmentInfo {
 /// A part never splits an `ESC`+extension sequence or a surrogate pair, and
 /// concatenating the decoded parts gives back `body`.
 pub fn split(body: &str) -> Vec<Segment> {
+    split_with_udh(body, UDH_OCTETS)
+}
+
+/// [`split`] for parts that carry `udh_octets` of header each; always agrees with
+/// [`segment_info_with_udh`] for the same `udh_octets`.
+pub fn split_with_udh(body: &str, udh_octets: u32) -> Vec<Segment> {
     let (encoding, units) = match gsm7_units(body) {
         Some(u) => (Encoding::Gsm7, u),
         None => (Encoding::Ucs2, ucs2_units(body)),
     };
-    let mut packer = Packer::new(encoding, units);
+    let mut packer = Packer::new(encoding, units, udh_octets);
     let mut parts = Vec::new();
     let mut current = Vec::new();
     let mut buf = [0u16; 2];
@@ -421,6 +458,39 @@ mod tests {
         assert_eq!((SEGMENT_OCTETS - UDH_OCTETS) / 2, UCS2_MULTI_UNITS);
         assert_eq!(SEGMENT_OCTETS * 8 / 7, GSM7_SINGLE_SEPTETS);
         assert_eq!(SEGMENT_OCTETS / 2, UCS2_SINGLE_UNITS);
+    }
+
+    #[test]
+    fn sixteen_bit_reference_costs_one_unit_per_part() {
+        assert_eq!(Encoding::Gsm7.multi_limit_with_udh(UDH_OCTETS), 153);
+        assert_eq!(Encoding::Ucs2.multi_limit_with_udh(UDH_OCTETS), 67);
+        assert_eq!(Encoding::Gsm7.multi_limit_with_udh(UDH16_OCTETS), 152);
+        assert_eq!(Encoding::Ucs2.multi_limit_with_udh(UDH16_OCTETS), 66);
+        // Single-part messages carry no header, so the 160/70 limits are unchanged.
+        assert_eq!(
+            segment_info_with_udh(&"a".repeat(160), UDH16_OCTETS).num_segments,
+            1
+        );
+        // 306 septets: two parts of 153, but three of at most 152.
+        let body = "a".repeat(306);
+        assert_eq!(segment_info(&body).num_segments, 2);
+        assert_eq!(segment_info_with_udh(&body, UDH16_OCTETS).num_segments, 3);
+        let parts = split_with_udh(&body, UDH16_OCTETS);
+        assert_eq!(parts.len(), 3);
+        assert_eq!(parts[0].units(), 152);
+        let body = "ç".repeat(134);
+        assert_eq!(segment_info_with_udh(&body, UDH16_OCTETS).num_segments, 3);
+        assert_eq!(split_with_udh(&body, UDH16_OCTETS)[0].units(), 66);
+    }
+
+    #[test]
+    fn absurd_header_sizes_still_fit_one_character_per_part() {
+        assert_eq!(Encoding::Gsm7.multi_limit_with_udh(u32::MAX), 4);
+        assert_eq!(Encoding::Ucs2.multi_limit_with_udh(u32::MAX), 2);
+        let body = "😀€".repeat(100);
+        let parts = split_with_udh(&body, 200);
+        assert!(parts.iter().all(|p| p.units() <= 2));
+        assert_eq!(parts.iter().map(Segment::text).collect::<String>(), body);
     }
 
     #[test]

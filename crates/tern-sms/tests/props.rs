@@ -2,7 +2,10 @@
 //! decoders on arbitrary (carrier-supplied) bytes.
 
 use proptest::prelude::*;
-use tern_sms::{Encoding, gsm7, latin1, segment_info, split, ucs2};
+use tern_sms::{
+    Encoding, UDH_OCTETS, UDH16_OCTETS, gsm7, latin1, segment_info, segment_info_with_udh, split,
+    split_with_udh, ucs2,
+};
 
 /// Every character of the GSM 03.38 basic + extension tables (minus ESC).
 const GSM_CHARS: &str = "@£$¥èéùìòÇ\nØø\rÅåΔ_ΦΓΛΩΠΨΣΘΞÆæßÉ !\"#¤%&'()*+,-./0123456789:;<=>?\
@@ -45,6 +48,27 @@ proptest! {
     }
 
     #[test]
+    fn pack_with_header_round_trip(
+        header in prop::collection::vec(any::<u8>(), 0..10),
+        septets in prop::collection::vec(0u8..0x80, 0..200),
+    ) {
+        let packed = gsm7::pack_with_header(&header, &septets);
+        prop_assert_eq!(&packed[..header.len()], &header[..]);
+        let bits = gsm7::fill_bits(header.len()) + septets.len() * 7;
+        prop_assert_eq!(packed.len(), header.len() + bits.div_ceil(8));
+        prop_assert_eq!(gsm7::unpack_after_header(&packed, header.len(), septets.len()), septets.clone());
+        // Without the count, only a final '@' that could be padding is lost.
+        let all = gsm7::unpack_all(&packed, header.len());
+        if all.len() == septets.len() {
+            prop_assert_eq!(all, septets);
+        } else {
+            prop_assert_eq!(all.len() + 1, septets.len());
+            prop_assert_eq!(septets.last(), Some(&0));
+            prop_assert_eq!(&septets[..all.len()], &all[..]);
+        }
+    }
+
+    #[test]
     fn ucs2_round_trip(s in any::<String>()) {
         let bytes = ucs2::encode(&s);
         prop_assert_eq!(bytes.len(), s.encode_utf16().count() * 2);
@@ -61,6 +85,8 @@ proptest! {
     fn decoders_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..600), n in 0usize..1000) {
         let _ = gsm7::decode_unpacked(&bytes);
         let _ = gsm7::unpack(&bytes, n);
+        let _ = gsm7::unpack_after_header(&bytes, n, n);
+        let _ = gsm7::unpack_all(&bytes, n);
         let _ = ucs2::decode(&bytes);
         let _ = latin1::decode(&bytes);
     }
@@ -102,6 +128,23 @@ proptest! {
             joined.push_str(&p.text());
         }
         prop_assert_eq!(joined, s);
+    }
+
+    #[test]
+    fn split_with_udh_agrees_with_count_and_round_trips(s in mixed_string(), udh in 0u32..20) {
+        let info = segment_info_with_udh(&s, udh);
+        let parts = split_with_udh(&s, udh);
+        prop_assert_eq!(info.num_segments as usize, parts.len());
+        let limit = if parts.len() == 1 {
+            info.encoding.single_limit()
+        } else {
+            info.encoding.multi_limit_with_udh(udh)
+        };
+        prop_assert!(parts.iter().all(|p| p.units() <= limit));
+        prop_assert_eq!(parts.iter().map(|p| p.text()).collect::<String>(), s.clone());
+        // The default header is the plain split; a larger header never needs fewer parts.
+        prop_assert_eq!(split_with_udh(&s, UDH_OCTETS), split(&s));
+        prop_assert!(segment_info_with_udh(&s, UDH16_OCTETS).num_segments >= segment_info(&s).num_segments);
     }
 
     #[test]

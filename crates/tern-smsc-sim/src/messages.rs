@@ -1,0 +1,252 @@
+//! The `deliver_sm` bodies the simulator builds: delivery receipts and mobile-originated
+//! messages, and the date formats they carry.
+
+use tern_smpp::pdu::{Address, DeliverSm, NetworkErrorCode};
+use tern_smpp::{DeliveryReceipt, ReceiptStat};
+
+use crate::Error;
+
+/// `esm_class` of a delivery receipt (SMSC delivery receipt, bit 2).
+pub const ESM_CLASS_RECEIPT: u8 = 0x04;
+/// `esm_class` bit 6: `short_message` starts with a User Data Header.
+pub const ESM_CLASS_UDHI: u8 = 0x40;
+
+/// What a receipt is built from.
+pub(crate) struct ReceiptFacts<'a> {
+    pub id: &'a str,
+    /// The submitted message's source and destination (the receipt swaps them).
+    pub source: &'a Address,
+    pub destination: &'a Address,
+    pub stat: &'a ReceiptStat,
+    pub err: u16,
+    pub submitted_unix_ms: i64,
+    pub done_unix_ms: i64,
+    /// The start of the message text (at most 20 characters are used).
+    pub text: &'a str,
+}
+
+/// A delivery receipt `deliver_sm`: the Appendix B text plus the `receipted_message_id`
+/// and `message_state` TLVs (and `network_error_code` when `err` is not 0).
+pub(crate) fn receipt(f: &ReceiptFacts<'_>) -> DeliverSm {
+    let mut r = DeliveryReceipt::new(
+        f.id,
+        f.stat.clone(),
+        receipt_date(f.submitted_unix_ms),
+        receipt_date(f.done_unix_ms),
+    );
+    r.err = Some(format!("{:03}", f.err.min(999)));
+    r.text = Some(receipt_text(f.text));
+    let mut sm = DeliverSm {
+        source: f.destination.clone(),
+        destination: f.source.clone(),
+        esm_class: ESM_CLASS_RECEIPT,
+        short_message: r.to_text().into_bytes(),
+        ..DeliverSm::default()
+    };
+    if sm.short_message.len() > 255 {
+        // Only an absurdly long id could do this; the TLVs still carry the facts.
+        sm.tlvs
+            .set_message_payload(std::mem::take(&mut sm.short_message));
+    }
+    sm.tlvs.set_receipted_message_id(f.id);
+    if let Some(state) = f.stat.message_state() {
+        sm.tlvs.set_message_state(state);
+    }
+    if f.err != 0 {
+        sm.tlvs.set_network_error_code(NetworkErrorCode {
+            network_type: 3, // GSM
+            error_code: f.err,
+        });
+    }
+    sm
+}
+
+/// The `text:` field: the first 20 characters, printable ASCII only (others become `?`) so
+/// the receipt stays plain ASCII in `data_coding` 0.
+fn receipt_text(text: &str) -> String {
+    text.chars()
+        .take(20)
+        .map(|c| {
+            if c == ' ' || c.is_ascii_graphic() {
+                c
+            } else {
+                '?'
+            }
+        })
+        .collect()
+}
+
+/// `YYMMDDhhmm` (UTC), the receipt date format.
+pub(crate) fn receipt_date(unix_ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(unix_ms)
+        .map(|t| t.format("%y%m%d%H%M").to_string())
+        .unwrap_or_default()
+}
+
+/// SMPP absolute time `YYMMDDhhmmsstnnp` (UTC, so `nn` is `00` and `p` is `+`), for
+/// `query_sm_resp.final_date`.
+pub(crate) fn smpp_time(unix_ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(unix_ms)
+        .map(|t| {
+            let tenths = (unix_ms.rem_euclid(1000)) / 100;
+            format!("{}{tenths}00+", t.format("%y%m%d%H%M%S"))
+        })
+        .unwrap_or_default()
+}
+
+/// The text of a submitted message, for the receipt's `text:` field: the payload
+/// (`short_message`, or `message_payload` when that is empty) without its UDH, decoded by
+/// `data_coding`.
+// TODO(text.rs): use tern_smpp::text::decode_short_message once it lands.
+pub(crate) fn message_text(
+    data_coding: u8,
+    esm_class: u8,
+    short_message: &[u8],
+    payload: Option<&[u8]>,
+) -> String {
+    let mut bytes = match payload {
+        Some(p) if short_message.is_empty() => p,
+        _ => short_message,
+    };
+    if esm_class & ESM_CLASS_UDHI != 0 {
+        let udhl = bytes.first().map_or(0, |l| usize::from(*l) + 1);
+        bytes = bytes.get(udhl..).unwrap_or_default();
+    }
+    match data_coding {
+        0x00 => tern_sms::gsm7::decode_unpacked(bytes),
+        0x08 => tern_sms::ucs2::decode(bytes),
+        0x03 => tern_sms::latin1::decode(bytes),
+        0x01 => String::from_utf8_lossy(bytes).into_owned(),
+        _ => String::new(),
+    }
+}
+
+/// An address from a number as people write it: `+15551234567` is international
+/// (TON 1, NPI 1), other digits unknown/ISDN (TON 0, NPI 1), anything else alphanumeric
+/// (TON 5, NPI 0).
+pub(crate) fn address(s: &str) -> Result<Address, Error> {
+    let s = s.trim();
+    let address = if let Some(digits) = s.strip_prefix('+') {
+        Address::new(1, 1, digits)
+    } else if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
+        Address::new(0, 1, s)
+    } else {
+        Address::new(5, 0, s)
+    };
+    if address.addr.is_empty() || address.addr.len() > 20 || address.addr.contains('\0') {
+        return Err(Error::InvalidMessage(format!(
+            "address {s:?} must be 1 to 20 characters"
+        )));
+    }
+    Ok(address)
+}
+
+/// The segments of a mobile-originated message: GSM-7 (`data_coding` 0, one septet per
+/// octet) when every character fits, UCS-2 (`data_coding` 8) otherwise; several segments
+/// carry an 8-bit-reference concatenation UDH and `esm_class` 0x40.
+// TODO(text.rs): use tern_smpp::text::encode_submits once it lands.
+pub(crate) fn mobile_originated(
+    source: Address,
+    destination: Address,
+    body: &str,
+    reference: u8,
+) -> Result<Vec<DeliverSm>, Error> {
+    let parts = tern_sms::split(body);
+    let total = u8::try_from(parts.len()).map_err(|_| {
+        Error::InvalidMessage(format!(
+            "the body needs {} segments; at most 255 fit a concatenated message",
+            parts.len()
+        ))
+    })?;
+    let template = DeliverSm {
+        source,
+        destination,
+        ..DeliverSm::default()
+    };
+    Ok(parts
+        .into_iter()
+        .enumerate()
+        .map(|(i, part)| {
+            let mut sm = template.clone();
+            sm.data_coding = part.encoding.data_coding();
+            if total == 1 {
+                sm.short_message = part.payload;
+            } else {
+                sm.esm_class = ESM_CLASS_UDHI;
+                let seq = u8::try_from(i + 1).unwrap_or(u8::MAX);
+                sm.short_message = vec![5, 0, 3, reference, total, seq];
+                sm.short_message.extend_from_slice(&part.payload);
+            }
+            sm
+        })
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn receipt_carries_text_and_tlvs() {
+        let src = Address::new(5, 0, "Tern");
+        let dst = Address::new(1, 1, "15551234567");
+        let sm = receipt(&ReceiptFacts {
+            id: "abc",
+            source: &src,
+            destination: &dst,
+            stat: &ReceiptStat::Undeliverable,
+            err: 27,
+            submitted_unix_ms: 1_704_110_400_000, // 2024-01-01 12:00 UTC
+            done_unix_ms: 1_704_110_460_000,
+            text: "Héllo wörld, this is longer than twenty",
+        });
+        assert_eq!(
+            String::from_utf8(sm.short_message.clone()).unwrap(),
+            "id:abc sub:001 dlvrd:000 submit date:2401011200 done date:2401011201 stat:UNDELIV err:027 text:H?llo w?rld, this is"
+        );
+        assert_eq!(sm.esm_class, 0x04);
+        assert_eq!(sm.source, dst);
+        assert_eq!(sm.destination, src);
+        assert_eq!(sm.tlvs.receipted_message_id(), Some("abc"));
+        assert_eq!(sm.tlvs.message_state(), Some(5));
+        assert_eq!(sm.tlvs.network_error_code().unwrap().error_code, 27);
+        assert_eq!(smpp_time(1_704_110_400_250), "240101120000200+");
+    }
+
+    #[test]
+    fn text_skips_udh_and_decodes() {
+        let udh = [5, 0, 3, 1, 2, 1];
+        let mut sm = udh.to_vec();
+        sm.extend(tern_sms::ucs2::encode("Привет"));
+        assert_eq!(message_text(8, 0x40, &sm, None), "Привет");
+        assert_eq!(message_text(0, 0, b"", Some(b"hi")), "hi");
+        assert_eq!(message_text(0, 0x40, &[200], None), "");
+    }
+
+    #[test]
+    fn long_ucs2_body_is_split_with_udh() {
+        let body = "ж".repeat(100);
+        let segs = mobile_originated(
+            address("+15550001111").unwrap(),
+            address("12345").unwrap(),
+            &body,
+            7,
+        )
+        .unwrap();
+        assert_eq!(segs.len(), 2);
+        assert!(
+            segs.iter()
+                .all(|s| s.data_coding == 8 && s.esm_class == 0x40)
+        );
+        assert_eq!(&segs[1].short_message[..6], &[5, 0, 3, 7, 2, 2]);
+        let text: String = segs
+            .iter()
+            .map(|s| message_text(s.data_coding, s.esm_class, &s.short_message, None))
+            .collect();
+        assert_eq!(text, body);
+        let one = mobile_originated(address("1").unwrap(), address("2").unwrap(), "hi", 0).unwrap();
+        assert_eq!((one[0].data_coding, one[0].esm_class), (0, 0));
+        assert!(address("").is_err());
+        assert!(address(&"1".repeat(21)).is_err());
+    }
+}

@@ -20,7 +20,6 @@ use axum::Router;
 use axum::http::HeaderMap;
 use axum::routing::{get, post};
 use metrics_exporter_prometheus::PrometheusHandle;
-use tern_carriers::sim::SimCarrier;
 use tern_node::Engine;
 use tern_store::{Account, Store};
 
@@ -32,11 +31,28 @@ use error::ApiResult;
 pub struct AppState {
     pub store: Arc<dyn Store>,
     pub engine: Arc<Engine>,
-    /// The simulated carrier, when this node runs one (`tern up`).
-    pub sim: Option<Arc<SimCarrier>>,
+    /// The built-in simulated carrier whose handsets `/sim/v1/Inbound` speaks for, when
+    /// this node runs simulators.
+    pub inbound_carrier: Option<String>,
+    /// The operator API, when an operator token is configured.
+    pub operator: Option<Operator>,
     pub metrics: Option<PrometheusHandle>,
     /// Set while the node drains; readiness turns false.
     pub draining: Arc<AtomicBool>,
+}
+
+/// What the operator API shows, supplied by the binary that owns carriers and servers.
+pub trait OperatorView: Send + Sync + 'static {
+    /// Every carrier with its binds' state.
+    fn carriers(&self) -> serde_json::Value;
+    /// Every customer SMPP bind.
+    fn customer_binds(&self) -> serde_json::Value;
+}
+
+pub struct Operator {
+    /// The bearer token operator requests must carry.
+    pub token: String,
+    pub view: Arc<dyn OperatorView>,
 }
 
 impl AppState {
@@ -77,6 +93,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))
         .route("/sim/v1/Inbound", post(ops::sim_inbound))
+        .route("/v1/Operator/Carriers", get(ops::operator_carriers))
+        .route("/v1/Operator/SmppBinds", get(ops::operator_smpp_binds))
         .route(
             "/2010-04-01/Accounts.json",
             get(accounts::list).post(accounts::create),

@@ -67,9 +67,9 @@ pub async fn sim_inbound(
     body: Bytes,
 ) -> ApiResult<(StatusCode, Json<serde_json::Value>)> {
     let p = s.principal(&headers).await?;
-    let sim = s
-        .sim
-        .as_ref()
+    let carrier = s
+        .inbound_carrier
+        .clone()
         .ok_or_else(|| ApiError::not_found("/sim/v1/Inbound"))?;
     let f = Params::parse(&body);
     let need = |k: &str| {
@@ -92,11 +92,51 @@ pub async fn sim_inbound(
             ));
         }
     }
-    let sms = sim.originate(from.as_str().to_string(), to.as_str().to_string(), text);
+    // The handset's message as the built-in carrier would hand it over; the simulator's
+    // own MO path over SMPP is exercised by `tern sim smsc`'s `POST /mo`.
+    let sms = tern_carriers::InboundSms {
+        carrier,
+        from: from.as_str().to_string(),
+        to: to.as_str().to_string(),
+        body: text,
+    };
     let m = s
         .engine
         .receive_inbound(sms)
         .await?
         .ok_or_else(|| ApiError::new(ErrorCode::InvalidTo))?;
     Ok((StatusCode::CREATED, Json(json!({"message_sid": m.sid}))))
+}
+
+/// The operator's view, or 404 (as if the route did not exist) without the right token.
+fn operator(s: &AppState, headers: &HeaderMap, path: &str) -> ApiResult<Arc<dyn crate::OperatorView>> {
+    use subtle::ConstantTimeEq;
+    let op = s.operator.as_ref().ok_or_else(|| ApiError::not_found(path))?;
+    let given = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or_default();
+    if !bool::from(given.as_bytes().ct_eq(op.token.as_bytes())) {
+        return Err(ApiError::new(ErrorCode::Authentication));
+    }
+    Ok(op.view.clone())
+}
+
+/// `GET /v1/Operator/Carriers`: every carrier and its binds.
+pub async fn operator_carriers(
+    State(s): State<Arc<AppState>>,
+    headers: HeaderMap,
+) -> ApiResult<Json<serde_json::Value>> {
+    let view = operator(&s, &headers, "/v1/Operator/Carriers")?;
+    Ok(Json(json!({ "carriers": view.carriers() })))
+}
+
+/// `GET /v1/Operator/SmppBinds`: every customer bound to the SMPP server.
+pub async fn operator_smpp_binds(
+    State(s): State<Arc<AppState>>,
+    headers: HeaderMap,
+) -> ApiResult<Json<serde_json::Value>> {
+    let view = operator(&s, &headers, "/v1/Operator/SmppBinds")?;
+    Ok(Json(json!({ "binds": view.customer_binds() })))
 }

@@ -2,7 +2,8 @@
 //! gives the embedded default.
 
 use serde::Deserialize;
-use tern_carriers::sim::SimConfig;
+use tern_carriers::smpp::SmppCarrierConfig;
+use tern_smsc_sim::Faults;
 
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -10,7 +11,15 @@ pub struct Config {
     pub node: NodeConfig,
     pub store: StoreConfig,
     pub bus: BusConfig,
-    pub sim: SimConfig,
+    /// Faults of the built-in carrier simulators `tern up` and `tern serve` run when no
+    /// `[[carrier]]` is declared (the `[faults]` keys of `tern sim smsc`).
+    pub sim: Faults,
+    /// `[[carrier]]` tables: the SMPP carriers this node binds to. When present they
+    /// replace the built-in simulated carriers.
+    #[serde(rename = "carrier")]
+    pub carriers: Vec<SmppCarrierConfig>,
+    pub smpp: SmppServerSettings,
+    pub operator: OperatorConfig,
     pub webhooks: WebhookConfig,
     pub messaging: MessagingConfig,
     /// `[[route]]` tables: which carriers serve which destinations. None means every
@@ -26,6 +35,49 @@ pub struct Config {
 pub struct RouteConfig {
     pub prefix: String,
     pub carriers: Vec<String>,
+}
+
+/// The customer-facing SMPP server.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SmppServerSettings {
+    /// The `system_id` Tern answers binds with.
+    pub system_id: String,
+}
+
+impl Default for SmppServerSettings {
+    fn default() -> Self {
+        SmppServerSettings {
+            system_id: "TERN".into(),
+        }
+    }
+}
+
+/// Who may use the operator API (`/v1/Operator/…`): a bearer token, given in the file or,
+/// better, in the environment variable `token_env` names. Without one the operator API
+/// answers 404, as if it did not exist.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OperatorConfig {
+    pub token: Option<String>,
+    pub token_env: Option<String>,
+}
+
+impl OperatorConfig {
+    /// The token in force, read from the environment when `token_env` is set.
+    pub fn resolve(&self) -> Result<Option<String>, String> {
+        match (&self.token, &self.token_env) {
+            (Some(_), Some(_)) => Err("[operator] sets both token and token_env".into()),
+            (Some(t), None) => Ok(Some(t.clone())),
+            (None, Some(var)) => match std::env::var(var) {
+                Ok(t) if !t.is_empty() => Ok(Some(t)),
+                _ => Err(format!(
+                    "[operator] token_env names {var}, which is not set"
+                )),
+            },
+            (None, None) => Ok(None),
+        }
+    }
 }
 
 /// Identity of this node.
@@ -124,11 +176,15 @@ mod tests {
         let c = Config::from_toml("").unwrap();
         assert_eq!(c.webhooks.max_attempts, 8);
         let c = Config::from_toml(
-            "[sim]\nreceipt_delay_ms = 5\n[[sim.rule]]\nprefix = \"+1415555\"\noutcome = \"undelivered\"\nerror_code = 30003\n",
+            "[sim]\nreceipt_delay_ms = 5\n[[sim.rules]]\nprefix = \"+1415555\"\ndelivery_ratio = 0.0\nerr = 3\n",
         )
         .unwrap();
-        assert_eq!(c.sim.receipt_delay_ms, 5);
         assert_eq!(c.sim.rules.len(), 1);
+        let c = Config::from_toml(
+            "[[carrier]]\nid = \"a\"\naddress = \"127.0.0.1:2775\"\nsystem_id = \"t\"\npassword = \"p\"\n[[route]]\nprefix = \"+\"\ncarriers = [\"a\"]\n",
+        )
+        .unwrap();
+        assert_eq!((c.carriers.len(), c.routes.len()), (1, 1));
         assert!(Config::from_toml("[sim]\nbogus = 1\n").is_err());
         let c = Config::from_toml(
             "[node]\nname = \"a\"\nregion = \"us1\"\n[store]\nurl = \"postgres://x\"\n[bus]\nurl = \"nats://y\"\n",

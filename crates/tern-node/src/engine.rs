@@ -182,7 +182,7 @@ impl Engine {
     /// Publishes every job left in the store (after a restart) and starts the workers.
     pub async fn start(
         self: &Arc<Self>,
-        events: mpsc::UnboundedReceiver<CarrierEvent>,
+        events: mpsc::Receiver<CarrierEvent>,
     ) -> Result<(), StoreError> {
         let pending = self.store.pending_jobs().await?;
         if !pending.is_empty() {
@@ -605,7 +605,7 @@ impl Engine {
 
     // ---- Carrier events ----------------------------------------------------------------
 
-    async fn event_loop(self: Arc<Self>, mut events: mpsc::UnboundedReceiver<CarrierEvent>) {
+    async fn event_loop(self: Arc<Self>, mut events: mpsc::Receiver<CarrierEvent>) {
         while let Some(ev) = events.recv().await {
             let me = self.clone();
             tokio::spawn(async move {

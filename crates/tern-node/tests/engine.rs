@@ -107,15 +107,17 @@ async fn node(dir: &std::path::Path, first: bool, sms_url: Option<String>) -> No
     };
     let queue = Arc::new(InProcessQueue::new());
     tokio::spawn(queue.clone().run_timer());
-    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-    let mut config = Config::default();
-    config.sim.receipt_delay_ms = 10;
-    config.sim.rules.push(tern_carriers::sim::SimRule {
-        prefix: "+1212".into(),
-        outcome: tern_carriers::sim::SimOutcome::Throttled,
-        error_code: None,
-    });
-    let sim: Arc<dyn Carrier> = Arc::new(SimCarrier::new("sim", config.sim.clone(), tx));
+    let (tx, rx) = tokio::sync::mpsc::channel(1024);
+    let config = Config::default();
+    let sim_config = tern_carriers::sim::SimConfig {
+        receipt_delay_ms: 10,
+        rules: vec![tern_carriers::sim::SimRule {
+            prefix: "+1212".into(),
+            outcome: tern_carriers::sim::SimOutcome::Throttled,
+            error_code: None,
+        }],
+    };
+    let sim: Arc<dyn Carrier> = Arc::new(SimCarrier::new("sim", sim_config, tx));
     let engine = Engine::new(store.clone(), queue, vec![sim], config).unwrap();
     engine.start(rx).await.unwrap();
     Node {

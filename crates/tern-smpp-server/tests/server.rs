@@ -72,7 +72,7 @@ async fn fixture() -> Fixture {
         .unwrap();
     let queue = Arc::new(InProcessQueue::new());
     tokio::spawn(queue.clone().run_timer());
-    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let (tx, rx) = tokio::sync::mpsc::channel(1024);
     let sim_config = SimConfig {
         receipt_delay_ms: 5,
         rules: vec![SimRule {

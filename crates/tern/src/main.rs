@@ -1,6 +1,7 @@
 //! `tern`: run a node on the embedded default (`tern up`) or measure one (`tern bench`).
 
 mod bench;
+mod carriers;
 mod node;
 mod serve;
 mod up;

@@ -13,8 +13,9 @@ use tern_api::AppState;
 use tern_bus::Queue;
 use tern_bus::inproc::InProcessQueue;
 use tern_bus::jetstream::JetStreamQueue;
-use tern_carriers::Carrier;
-use tern_carriers::sim::SimCarrier;
+use tern_smpp_server::{ServerConfig, SmppServer};
+
+use crate::carriers::{BUILT_IN, Carriers};
 use tern_node::{Config, Engine, now_ms};
 use tern_store::postgres::PostgresStore;
 use tern_store::sqlite::SqliteStore;
@@ -193,36 +194,83 @@ pub fn install_metrics() -> anyhow::Result<metrics_exporter_prometheus::Promethe
         .context("cannot install the metrics recorder")
 }
 
-/// Runs the engine and the API on `listener` until SIGINT/SIGTERM, then drains.
+/// The listeners a node serves on.
+pub struct Listeners {
+    pub http: tokio::net::TcpListener,
+    pub smpp: tokio::net::TcpListener,
+}
+
+/// What `/v1/Operator/…` shows: the carriers' binds and the customers' binds.
+struct OperatorView {
+    carriers: Vec<Arc<tern_carriers::smpp::SmppCarrier>>,
+    smpp_server: Arc<SmppServer>,
+}
+
+impl tern_api::OperatorView for OperatorView {
+    fn carriers(&self) -> serde_json::Value {
+        serde_json::to_value(self.carriers.iter().map(|c| c.status()).collect::<Vec<_>>())
+            .unwrap_or_default()
+    }
+
+    fn customer_binds(&self) -> serde_json::Value {
+        serde_json::to_value(self.smpp_server.binds()).unwrap_or_default()
+    }
+}
+
+/// Runs the engine, the carriers, the API and the customer SMPP server until
+/// SIGINT/SIGTERM, then drains: the API stops, customers are unbound, work in flight
+/// finishes, carriers unbind.
 pub async fn run(
     config: Config,
     backend: Backend,
     queue: Arc<dyn Queue>,
-    listener: tokio::net::TcpListener,
+    listeners: Listeners,
     metrics: metrics_exporter_prometheus::PrometheusHandle,
 ) -> anyhow::Result<()> {
     let store = backend.store();
-    let (events_tx, events_rx) = tokio::sync::mpsc::unbounded_channel();
-    let sim = Arc::new(SimCarrier::new("sim", config.sim.clone(), events_tx));
-    let carriers: Vec<Arc<dyn Carrier>> = vec![sim.clone()];
-    let engine = Engine::new(store.clone(), queue, carriers, config).map_err(anyhow::Error::msg)?;
+    let operator_token = config.operator.resolve().map_err(anyhow::Error::msg)?;
+    let (events_tx, events_rx) = tokio::sync::mpsc::channel(4096);
+    let carriers = Carriers::start(&config, events_tx).await?;
+    let inbound_carrier = (!carriers.simulators.is_empty()).then(|| BUILT_IN[0].to_string());
+    let smpp_settings = config.smpp.clone();
+    let engine = Engine::new(store.clone(), queue, carriers.as_dyn(), config)
+        .map_err(anyhow::Error::msg)?;
     engine.start(events_rx).await?;
+    let smpp_server = SmppServer::new(
+        engine.clone(),
+        ServerConfig {
+            system_id: smpp_settings.system_id,
+            ..ServerConfig::default()
+        },
+    );
+    let smpp_task = tokio::spawn(smpp_server.clone().serve(listeners.smpp));
     let draining = Arc::new(AtomicBool::new(false));
+    let operator = operator_token.map(|token| tern_api::Operator {
+        token,
+        view: Arc::new(OperatorView {
+            carriers: carriers.smpp.clone(),
+            smpp_server: smpp_server.clone(),
+        }),
+    });
     let state = Arc::new(AppState {
         store,
         engine: engine.clone(),
-        sim: Some(sim),
+        inbound_carrier,
+        operator,
         metrics: Some(metrics),
         draining: draining.clone(),
     });
-    axum::serve(listener, tern_api::router(state))
+    axum::serve(listeners.http, tern_api::router(state))
         .with_graceful_shutdown(async move {
             shutdown_signal().await;
             draining.store(true, Ordering::Relaxed);
             tracing::info!("shutting down: draining work in flight");
         })
         .await?;
+    smpp_task.abort();
+    smpp_server.unbind_all();
     engine.drain(Duration::from_secs(10)).await;
+    carriers.shutdown().await;
     backend.close();
     tracing::info!("stopped");
     Ok(())

@@ -14,6 +14,9 @@ pub struct ServeArgs {
     /// Address of the HTTP API.
     #[arg(long, default_value = "127.0.0.1:8080")]
     listen: SocketAddr,
+    /// Address of the SMPP server for customers (port 0 picks a free one).
+    #[arg(long, default_value = "127.0.0.1:2775")]
+    smpp_listen: SocketAddr,
 }
 
 #[derive(clap::Subcommand)]
@@ -38,13 +41,19 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let backend = node::open_store(&config, None).await?;
     let queue = node::open_queue(&config).await?;
     let listener = node::listen(args.listen).await?;
+    let smpp = node::listen(args.smpp_listen).await?;
     tracing::info!(
         node = %config.node.name,
         region = %config.node.region,
         addr = %listener.local_addr()?,
+        smpp = %smpp.local_addr()?,
         "tern serve is up"
     );
-    node::run(config, backend, queue, listener, metrics).await
+    let listeners = node::Listeners {
+        http: listener,
+        smpp,
+    };
+    node::run(config, backend, queue, listeners, metrics).await
 }
 
 pub async fn admin(cmd: AdminCommand) -> anyhow::Result<()> {

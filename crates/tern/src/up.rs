@@ -16,6 +16,9 @@ pub struct UpArgs {
     /// Address of the HTTP API.
     #[arg(long, default_value = "127.0.0.1:8080")]
     listen: SocketAddr,
+    /// Address of the SMPP server for customers (port 0 picks a free one).
+    #[arg(long, default_value = "127.0.0.1:2775")]
+    smpp_listen: SocketAddr,
     /// A TOML configuration file.
     #[arg(long)]
     config: Option<PathBuf>,
@@ -44,6 +47,8 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     let (account, numbers) = node::bootstrap(&*backend.store()).await?;
     let listener = node::listen(args.listen).await?;
     let addr = listener.local_addr()?;
+    let smpp = node::listen(args.smpp_listen).await?;
+    let smpp_addr = smpp.local_addr()?;
     let creds = Credentials {
         account_sid: account.sid.to_string(),
         auth_token: account.auth_token.clone(),
@@ -61,6 +66,11 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         "  credentials   {}",
         args.data_dir.join("credentials.json").display()
     );
+    println!("  smpp server   {smpp_addr}");
     println!("Point a Twilio SDK at it: client.api.base_url = \"http://{addr}\"");
-    node::run(config, backend, queue, listener, metrics).await
+    let listeners = node::Listeners {
+        http: listener,
+        smpp,
+    };
+    node::run(config, backend, queue, listeners, metrics).await
 }

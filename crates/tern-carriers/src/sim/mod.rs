@@ -1,5 +1,7 @@
-//! The built-in simulated carrier: accepts every message, answers with an id, and after a
-//! configurable delay sends a receipt whose outcome depends on the destination's prefix.
+//! An in-memory carrier for the engine's own tests: accepts every message, answers with an
+//! id, and after a configurable delay sends a receipt whose outcome depends on the
+//! destination's prefix. Nodes never run it: `tern up` binds over real SMPP to the carrier
+//! simulator (`tern-smsc-sim`); this one lets engine tests pin an outcome without a socket.
 
 mod config;
 
@@ -12,19 +14,19 @@ use async_trait::async_trait;
 use rand::RngCore;
 use tokio::sync::mpsc;
 
-use crate::{Carrier, CarrierEvent, InboundSms, OutboundSms, Receipt, ReceiptOutcome, SubmitError};
+use crate::{Carrier, CarrierEvent, OutboundSms, Receipt, ReceiptOutcome, SubmitError};
 
 pub struct SimCarrier {
     id: String,
     config: Arc<SimConfig>,
-    events: mpsc::UnboundedSender<CarrierEvent>,
+    events: mpsc::Sender<CarrierEvent>,
 }
 
 impl SimCarrier {
     pub fn new(
         id: impl Into<String>,
         config: SimConfig,
-        events: mpsc::UnboundedSender<CarrierEvent>,
+        events: mpsc::Sender<CarrierEvent>,
     ) -> Self {
         SimCarrier {
             id: id.into(),
@@ -56,15 +58,6 @@ impl SimCarrier {
         }
     }
 
-    /// A handset sends a message to one of our numbers through this carrier.
-    pub fn originate(&self, from: String, to: String, body: String) -> InboundSms {
-        InboundSms {
-            carrier: self.id.clone(),
-            from,
-            to,
-            body,
-        }
-    }
 }
 
 #[async_trait]
@@ -103,7 +96,7 @@ impl Carrier for SimCarrier {
         let events = self.events.clone();
         tokio::spawn(async move {
             tokio::time::sleep(delay).await;
-            let _ = events.send(CarrierEvent::Receipt(receipt));
+            let _ = events.send(CarrierEvent::Receipt(receipt)).await;
         });
         Ok(id)
     }

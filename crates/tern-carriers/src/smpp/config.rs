@@ -186,6 +186,38 @@ pub struct SmppCarrierConfig {
     pub receipt_err_codes: BTreeMap<String, u32>,
 }
 
+impl SmppCarrierConfig {
+    /// A carrier with every optional key at its default, as a config table naming only
+    /// these four would give.
+    pub fn new(id: &str, address: &str, system_id: &str, password: &str) -> Self {
+        SmppCarrierConfig {
+            id: id.to_owned(),
+            address: address.to_owned(),
+            system_id: system_id.to_owned(),
+            password: Some(password.to_owned()),
+            password_env: None,
+            system_type: String::new(),
+            binds: default_binds(),
+            bind_mode: BindMode::default(),
+            window: default_window(),
+            max_mps: None,
+            encoding: EncodingConfig::default(),
+            source_ton: default_ton(),
+            source_npi: default_npi(),
+            dest_ton: default_ton(),
+            dest_npi: default_npi(),
+            enquire_link_secs: default_enquire_link_secs(),
+            response_timeout_secs: default_response_timeout_secs(),
+            reconnect_min_ms: default_reconnect_min_ms(),
+            reconnect_max_ms: default_reconnect_max_ms(),
+            mo_reassembly_secs: default_mo_reassembly_secs(),
+            registered_delivery: default_true(),
+            status_codes: BTreeMap::new(),
+            receipt_err_codes: BTreeMap::new(),
+        }
+    }
+}
+
 impl std::fmt::Debug for SmppCarrierConfig {
     // Hand-written so the password never reaches a log line.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

@@ -318,9 +318,9 @@ impl SmppCarrierConfig {
             return Err(invalid("window", "must be 1..=1000".into()));
         }
         if let Some(mps) = self.max_mps
-            && !(mps.is_finite() && mps > 0.0)
+            && !(mps.is_finite() && mps >= 0.01)
         {
-            return Err(invalid("max_mps", "must be a positive number".into()));
+            return Err(invalid("max_mps", "must be a number ≥ 0.01".into()));
         }
         if self.response_timeout_secs == 0
             || self.enquire_link_secs == 0

@@ -1,4 +1,4 @@
-//! Settings of one SMPP carrier (`[[carrier.smpp]]`-style tables in the node config).
+//! Settings of one SMPP carrier: one TOML table per carrier, wherever the node config puts it.
 //!
 //! Every key but `id`, `address`, `system_id` and one of `password` / `password_env` has a
 //! default; unknown keys are an error so that a typo does not silently fall back to one.

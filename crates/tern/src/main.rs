@@ -3,6 +3,7 @@
 mod bench;
 mod node;
 mod serve;
+mod sim;
 mod up;
 
 use clap::{Parser, Subcommand};
@@ -30,6 +31,9 @@ enum Command {
     /// Measure a running node.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
+    /// Simulators for tests, demos and benchmarks.
+    #[command(subcommand)]
+    Sim(sim::SimCommand),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -49,5 +53,6 @@ fn main() -> anyhow::Result<()> {
         Command::Serve(args) => runtime.block_on(serve::serve(args)),
         Command::Admin(cmd) => runtime.block_on(serve::admin(cmd)),
         Command::Bench(cmd) => runtime.block_on(bench::run(cmd)),
+        Command::Sim(cmd) => runtime.block_on(sim::run(cmd)),
     }
 }

@@ -720,8 +720,9 @@ async fn a_killed_connection_reconnects_with_backoff_and_resumes() {
         // The n-th refused attempt follows the n-th failure in a row (the cut bind was the
         // first: it lasted less than STABLE_BIND).
         let ceiling = Duration::from_millis((50u64 << (n - 1)).min(400));
+        // Real time: the upper bound allows for a loaded machine's scheduling.
         assert!(
-            gap >= Duration::from_millis(50) && gap <= ceiling + Duration::from_millis(5),
+            gap >= Duration::from_millis(50) && gap <= ceiling + Duration::from_millis(300),
             "attempt {n}: {gap:?} not within [50ms, {ceiling:?}]"
         );
         last = at;
@@ -868,6 +869,39 @@ async fn concatenated_mo_is_reassembled_and_partial_ones_expire() {
     let m = h.inbound().await;
     assert_eq!(m.body, "Part one");
     assert!(started.elapsed() >= Duration::from_secs(1));
+    h.carrier.shutdown().await;
+}
+
+#[tokio::test]
+async fn data_sm_and_ucs2_mo_are_read() {
+    let mut h = harness("").await;
+    let (_, link) = h.bound().await;
+    // data_sm: the text is in message_payload.
+    let mut d = tern_smpp::pdu::DataSm {
+        source: Address::new(1, 1, "33612345678"),
+        destination: Address::new(1, 1, "14155550100"),
+        ..Default::default()
+    };
+    d.tlvs.set_message_payload(b"via data sm".to_vec());
+    let resp = timeout(WAIT, link.request(Body::DataSm(d)))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(resp.command_status, ESME_ROK);
+    assert!(matches!(resp.body, Body::DataSmResp(_)));
+    let m = h.inbound().await;
+    assert_eq!(
+        (m.from.as_str(), m.body.as_str()),
+        ("+33612345678", "via data sm")
+    );
+
+    // UCS-2 deliver_sm from a short code.
+    let mut sm = mo_part(&[0x04, 0x16, 0x00, 0x21], None);
+    sm.data_coding = 8;
+    sm.source = Address::new(3, 0, "12345");
+    assert_eq!(deliver(&link, sm).await, ESME_ROK);
+    let m = h.inbound().await;
+    assert_eq!((m.from.as_str(), m.body.as_str()), ("12345", "Ж!"));
     h.carrier.shutdown().await;
 }
 

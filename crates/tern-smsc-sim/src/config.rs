@@ -92,6 +92,14 @@ impl Default for SmscConfig {
 }
 
 impl SmscConfig {
+    /// Reads a TOML configuration (see the module documentation) and validates it.
+    pub fn from_toml(text: &str) -> Result<Self, Error> {
+        let config: SmscConfig =
+            toml::from_str(text).map_err(|e| Error::InvalidConfig(e.to_string()))?;
+        config.validate()?;
+        Ok(config)
+    }
+
     /// Checks the values serde cannot.
     pub fn validate(&self) -> Result<(), Error> {
         let invalid = |m: &str| Err(Error::InvalidConfig(m.to_owned()));

@@ -14,6 +14,7 @@ use tern_smpp::pdu::{
     ReplaceSm, SubmitMulti, SubmitMultiResp, SubmitSm, UnsuccessSme,
 };
 use tern_smpp::status::*;
+use tern_smpp::text::InboundSm;
 use tern_smpp::{Body, Pdu, ReceiptStat, Role, SessionConfig};
 use tern_smpp_tokio::{Incoming, Link};
 use tokio::net::TcpStream;
@@ -22,7 +23,7 @@ use tokio::time::Instant;
 use tracing::{debug, info};
 
 use crate::config::Faults;
-use crate::messages::{ReceiptFacts, message_text, receipt, smpp_time};
+use crate::messages::{ReceiptFacts, receipt, smpp_time, text_of};
 use crate::outbound::{Due, Kind, Outbound, run_pump};
 use crate::stats::{dec, inc};
 use crate::store::Change;
@@ -242,14 +243,7 @@ impl Connection {
         if let Err(status) = self.admit(&faults) {
             return self.answer(&faults, seq, status, None);
         }
-        let text = || {
-            message_text(
-                sm.data_coding,
-                sm.esm_class,
-                &sm.short_message,
-                sm.tlvs.message_payload(),
-            )
-        };
+        let text = || text_of(sm);
         let id = self.accept(
             &faults,
             &sm.source,
@@ -265,7 +259,7 @@ impl Connection {
         if let Err(status) = self.admit(&faults) {
             return self.answer(&faults, seq, status, None);
         }
-        let text = || message_text(sm.data_coding, sm.esm_class, &[], sm.tlvs.message_payload());
+        let text = || text_of(sm);
         if sm.source.addr.len() > 20 || sm.destination.addr.len() > 20 {
             // data_sm allows 64-octet addresses; the receipt's deliver_sm does not.
             return self.answer(&faults, seq, ESME_RINVDSTADR, None);
@@ -281,18 +275,21 @@ impl Connection {
     }
 
     /// One id for the whole `submit_multi`, one receipt per SME destination (all with that
-    /// id; `query_sm` reports the state of the last); distribution lists are refused.
+    /// id; `query_sm` and `cancel_sm` act on the first destination's message);
+    /// distribution lists are listed as unsuccessful with `ESME_RINVDLNAME`.
     fn submit_multi(&mut self, seq: u32, sm: &SubmitMulti) {
         let faults = self.inner.faults.borrow().clone();
         if let Err(status) = self.admit(&faults) {
             return self.answer(&faults, seq, status, None);
         }
-        let text = message_text(
-            sm.data_coding,
-            sm.esm_class,
-            &sm.short_message,
-            sm.tlvs.message_payload(),
-        );
+        let text = text_of(InboundSm {
+            source: &sm.source,
+            destination: &sm.source,
+            esm_class: sm.esm_class,
+            data_coding: sm.data_coding,
+            short_message: &sm.short_message,
+            tlvs: &sm.tlvs,
+        });
         let mut id = None;
         let mut unsuccess = Vec::new();
         for d in &sm.destinations {
@@ -350,7 +347,7 @@ impl Connection {
     }
 
     /// [`Connection::accept`] with the text at hand; `same_id` reuses an id for the extra
-    /// destinations of `submit_multi` (their receipts carry it; `query_sm` sees the last).
+    /// destinations of `submit_multi` (their receipts carry it; `query_sm` sees the first).
     fn accept_as(
         &mut self,
         faults: &Faults,

@@ -2,14 +2,13 @@
 //! messages, and the date formats they carry.
 
 use tern_smpp::pdu::{Address, DeliverSm, NetworkErrorCode};
-use tern_smpp::{DeliveryReceipt, ReceiptStat};
+use tern_smpp::text::InboundSm;
+use tern_smpp::{DeliveryReceipt, ReceiptStat, TextOptions, encode_submits, read_part};
 
 use crate::Error;
 
 /// `esm_class` of a delivery receipt (SMSC delivery receipt, bit 2).
 pub const ESM_CLASS_RECEIPT: u8 = 0x04;
-/// `esm_class` bit 6: `short_message` starts with a User Data Header.
-pub const ESM_CLASS_UDHI: u8 = 0x40;
 
 /// What a receipt is built from.
 pub(crate) struct ReceiptFacts<'a> {
@@ -76,11 +75,23 @@ fn receipt_text(text: &str) -> String {
         .collect()
 }
 
-/// `YYMMDDhhmm` (UTC), the receipt date format.
+/// `YYMMDDhhmm` (UTC), the receipt date format. Two per receipt at tens of thousands of
+/// receipts per second: the last minute formatted is kept per thread.
 pub(crate) fn receipt_date(unix_ms: i64) -> String {
-    chrono::DateTime::from_timestamp_millis(unix_ms)
-        .map(|t| t.format("%y%m%d%H%M").to_string())
-        .unwrap_or_default()
+    thread_local! {
+        static LAST: std::cell::RefCell<(i64, String)> =
+            const { std::cell::RefCell::new((i64::MIN, String::new())) };
+    }
+    let minute = unix_ms.div_euclid(60_000);
+    LAST.with_borrow_mut(|(cached, text)| {
+        if *cached != minute {
+            *text = chrono::DateTime::from_timestamp_millis(unix_ms)
+                .map(|t| t.format("%y%m%d%H%M").to_string())
+                .unwrap_or_default();
+            *cached = minute;
+        }
+        text.clone()
+    })
 }
 
 /// SMPP absolute time `YYMMDDhhmmsstnnp` (UTC, so `nn` is `00` and `p` is `+`), for
@@ -94,31 +105,13 @@ pub(crate) fn smpp_time(unix_ms: i64) -> String {
         .unwrap_or_default()
 }
 
-/// The text of a submitted message, for the receipt's `text:` field: the payload
+/// The text of a submitted message, for the receipt's `text:` field: the user data
 /// (`short_message`, or `message_payload` when that is empty) without its UDH, decoded by
-/// `data_coding`.
-// TODO(text.rs): use tern_smpp::text::decode_short_message once it lands.
-pub(crate) fn message_text(
-    data_coding: u8,
-    esm_class: u8,
-    short_message: &[u8],
-    payload: Option<&[u8]>,
-) -> String {
-    let mut bytes = match payload {
-        Some(p) if short_message.is_empty() => p,
-        _ => short_message,
-    };
-    if esm_class & ESM_CLASS_UDHI != 0 {
-        let udhl = bytes.first().map_or(0, |l| usize::from(*l) + 1);
-        bytes = bytes.get(udhl..).unwrap_or_default();
-    }
-    match data_coding {
-        0x00 => tern_sms::gsm7::decode_unpacked(bytes),
-        0x08 => tern_sms::ucs2::decode(bytes),
-        0x03 => tern_sms::latin1::decode(bytes),
-        0x01 => String::from_utf8_lossy(bytes).into_owned(),
-        _ => String::new(),
-    }
+/// `data_coding`; empty when it cannot be read.
+pub(crate) fn text_of<'a>(sm: impl Into<InboundSm<'a>>) -> String {
+    read_part(sm, &TextOptions::default())
+        .map(|part| part.text())
+        .unwrap_or_default()
 }
 
 /// An address from a number as people write it: `+15551234567` is international
@@ -144,42 +137,24 @@ pub(crate) fn address(s: &str) -> Result<Address, Error> {
 /// The segments of a mobile-originated message: GSM-7 (`data_coding` 0, one septet per
 /// octet) when every character fits, UCS-2 (`data_coding` 8) otherwise; several segments
 /// carry an 8-bit-reference concatenation UDH and `esm_class` 0x40.
-// TODO(text.rs): use tern_smpp::text::encode_submits once it lands.
 pub(crate) fn mobile_originated(
     source: Address,
     destination: Address,
     body: &str,
     reference: u8,
 ) -> Result<Vec<DeliverSm>, Error> {
-    let parts = tern_sms::split(body);
-    let total = u8::try_from(parts.len()).map_err(|_| {
-        Error::InvalidMessage(format!(
-            "the body needs {} segments; at most 255 fit a concatenated message",
-            parts.len()
-        ))
-    })?;
     let template = DeliverSm {
         source,
         destination,
         ..DeliverSm::default()
     };
-    Ok(parts
-        .into_iter()
-        .enumerate()
-        .map(|(i, part)| {
-            let mut sm = template.clone();
-            sm.data_coding = part.encoding.data_coding();
-            if total == 1 {
-                sm.short_message = part.payload;
-            } else {
-                sm.esm_class = ESM_CLASS_UDHI;
-                let seq = u8::try_from(i + 1).unwrap_or(u8::MAX);
-                sm.short_message = vec![5, 0, 3, reference, total, seq];
-                sm.short_message.extend_from_slice(&part.payload);
-            }
-            sm
-        })
-        .collect())
+    encode_submits(
+        &template,
+        body,
+        u16::from(reference),
+        &TextOptions::default(),
+    )
+    .map_err(|e| Error::InvalidMessage(e.to_string()))
 }
 
 #[cfg(test)]
@@ -211,16 +186,23 @@ mod tests {
         assert_eq!(sm.tlvs.message_state(), Some(5));
         assert_eq!(sm.tlvs.network_error_code().unwrap().error_code, 27);
         assert_eq!(smpp_time(1_704_110_400_250), "240101120000200+");
+        assert_eq!(receipt_date(1_704_110_459_999), "2401011200");
+        assert_eq!(receipt_date(1_704_110_460_000), "2401011201");
+        assert_eq!(receipt_date(1_704_110_400_000), "2401011200");
     }
 
     #[test]
     fn text_skips_udh_and_decodes() {
-        let udh = [5, 0, 3, 1, 2, 1];
-        let mut sm = udh.to_vec();
-        sm.extend(tern_sms::ucs2::encode("Привет"));
-        assert_eq!(message_text(8, 0x40, &sm, None), "Привет");
-        assert_eq!(message_text(0, 0, b"", Some(b"hi")), "hi");
-        assert_eq!(message_text(0, 0x40, &[200], None), "");
+        let mut sm = DeliverSm {
+            esm_class: 0x40,
+            data_coding: 8,
+            short_message: vec![5, 0, 3, 1, 2, 1],
+            ..DeliverSm::default()
+        };
+        sm.short_message.extend(tern_sms::ucs2::encode("Привет"));
+        assert_eq!(text_of(&sm), "Привет");
+        sm.short_message = vec![200];
+        assert_eq!(text_of(&sm), "", "a UDH longer than the data");
     }
 
     #[test]
@@ -239,10 +221,7 @@ mod tests {
                 .all(|s| s.data_coding == 8 && s.esm_class == 0x40)
         );
         assert_eq!(&segs[1].short_message[..6], &[5, 0, 3, 7, 2, 2]);
-        let text: String = segs
-            .iter()
-            .map(|s| message_text(s.data_coding, s.esm_class, &s.short_message, None))
-            .collect();
+        let text: String = segs.iter().map(text_of).collect();
         assert_eq!(text, body);
         let one = mobile_originated(address("1").unwrap(), address("2").unwrap(), "hi", 0).unwrap();
         assert_eq!((one[0].data_coding, one[0].esm_class), (0, 0));

@@ -549,3 +549,61 @@ async fn multipart_segments_each_get_an_id_and_a_receipt() {
         matches!(resp.body, Body::DataSmResp(MessageIdResp { ref message_id, .. }) if !message_id.is_empty())
     );
 }
+
+#[tokio::test]
+async fn a_receipt_in_flight_on_a_cut_connection_is_sent_again_after_rebinding() {
+    let sim = start(Faults::default()).await;
+    let mut c = bind(&sim, BindKind::Transceiver).await;
+    let (_, id) = submit(&c.link, submit_sm("15550001000", 1, "survive")).await;
+    // The receipt arrives but is never answered; then the carrier cuts every connection.
+    let unanswered = next_request(&mut c).await;
+    assert!(matches!(unanswered.body, Body::DeliverSm(_)));
+    sim.set_faults(Faults {
+        refuse_binds: true,
+        ..Faults::default()
+    })
+    .unwrap();
+    assert_eq!(closed(&mut c).await, Closed::PeerDisconnected);
+    until_stats(&sim, |s| s.held == 1 && s.connections == 0).await;
+    sim.set_faults(Faults::default()).unwrap();
+    let mut again = bind(&sim, BindKind::Receiver).await;
+    let sm = next_deliver(&mut again).await;
+    assert_eq!(sm.tlvs.receipted_message_id(), Some(id.as_str()));
+    until_stats(&sim, |s| s.receipts_sent == 1 && s.receipts_pending == 0).await;
+}
+
+#[tokio::test]
+async fn submit_multi_gets_one_id_and_a_receipt_per_destination() {
+    use tern_smpp::pdu::{Address, DestAddress, SubmitMulti};
+    let sim = start(Faults::default()).await;
+    let mut c = bind(&sim, BindKind::Transceiver).await;
+    let resp = c
+        .link
+        .request(Body::SubmitMulti(SubmitMulti {
+            source: Address::new(5, 0, "Tern"),
+            destinations: vec![
+                DestAddress::Sme(Address::new(1, 1, "15550000001")),
+                DestAddress::DistributionList("friends".into()),
+                DestAddress::Sme(Address::new(1, 1, "15550000002")),
+            ],
+            registered_delivery: 1,
+            short_message: b"to many".to_vec(),
+            ..SubmitMulti::default()
+        }))
+        .await
+        .unwrap();
+    let Body::SubmitMultiResp(r) = resp.body else {
+        panic!("{resp:?}")
+    };
+    assert_eq!(resp.command_status, ESME_ROK);
+    assert_eq!(r.unsuccess.len(), 1);
+    assert_eq!(r.unsuccess[0].error_status_code, ESME_RINVDLNAME);
+    let mut to = Vec::new();
+    for _ in 0..2 {
+        let sm = next_deliver(&mut c).await;
+        assert_eq!(sm.tlvs.receipted_message_id(), Some(r.message_id.as_str()));
+        to.push(sm.source.addr);
+    }
+    to.sort();
+    assert_eq!(to, ["15550000001", "15550000002"]);
+}

@@ -4,6 +4,7 @@ mod bench;
 mod carriers;
 mod node;
 mod serve;
+mod sim;
 mod up;
 
 use clap::{Parser, Subcommand};
@@ -31,6 +32,9 @@ enum Command {
     /// Measure a running node.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
+    /// Simulators for tests, demos and benchmarks.
+    #[command(subcommand)]
+    Sim(sim::SimCommand),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -50,5 +54,6 @@ fn main() -> anyhow::Result<()> {
         Command::Serve(args) => runtime.block_on(serve::serve(args)),
         Command::Admin(cmd) => runtime.block_on(serve::admin(cmd)),
         Command::Bench(cmd) => runtime.block_on(bench::run(cmd)),
+        Command::Sim(cmd) => runtime.block_on(sim::run(cmd)),
     }
 }

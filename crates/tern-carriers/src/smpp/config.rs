@@ -1,4 +1,4 @@
-//! Settings of one SMPP carrier (`[[carrier.smpp]]`-style tables in the node config).
+//! Settings of one SMPP carrier: one TOML table per carrier, wherever the node config puts it.
 //!
 //! Every key but `id`, `address`, `system_id` and one of `password` / `password_env` has a
 //! default; unknown keys are an error so that a typo does not silently fall back to one.
@@ -350,9 +350,9 @@ impl SmppCarrierConfig {
             return Err(invalid("window", "must be 1..=1000".into()));
         }
         if let Some(mps) = self.max_mps
-            && !(mps.is_finite() && mps > 0.0)
+            && !(mps.is_finite() && mps >= 0.01)
         {
-            return Err(invalid("max_mps", "must be a positive number".into()));
+            return Err(invalid("max_mps", "must be a number ≥ 0.01".into()));
         }
         if self.response_timeout_secs == 0
             || self.enquire_link_secs == 0

@@ -74,7 +74,9 @@ impl RateLimit {
         let Some(rate) = self.current else {
             return now;
         };
-        let interval = Duration::from_secs_f64(1.0 / rate);
+        // `rate` is at least the configured ceiling's floor (checked ≥ 0.01 at start), so
+        // this never fails; the fallback keeps a bad value from panicking.
+        let interval = Duration::try_from_secs_f64(1.0 / rate).unwrap_or(Duration::from_secs(100));
         // Bursts of up to a tenth of a second's worth (at least one message) pass at once.
         let burst = (rate / 10.0).max(1.0);
         let tolerance = interval.mul_f64(burst - 1.0);
@@ -108,7 +110,9 @@ impl RateLimit {
                 sending
             }
         };
-        self.current = Some((base / 2.0).max(MIN_RATE));
+        // A ceiling below the floor stays the limit.
+        let floor = self.ceiling.map_or(MIN_RATE, |c| c.min(MIN_RATE));
+        self.current = Some((base / 2.0).max(floor));
         self.last_throttle = Some(now);
         self.last_step = now;
     }
@@ -223,6 +227,16 @@ mod tests {
         r.throttled(t0);
         assert_eq!(r.rate(t0), Some(MIN_RATE));
         assert_eq!(r.rate(t0 + Duration::from_secs(600)), None);
+    }
+
+    #[test]
+    fn a_ceiling_below_the_floor_is_never_exceeded() {
+        let t0 = Instant::now();
+        let mut r = RateLimit::new(Some(0.5), t0);
+        r.throttled(t0);
+        assert_eq!(r.rate(t0), Some(0.5));
+        assert_eq!(r.reserve(t0), t0);
+        assert_eq!(r.reserve(t0), t0 + Duration::from_secs(2));
     }
 
     #[test]

@@ -48,23 +48,24 @@ RFC2822_RE = re.compile(
 # Destinations with this prefix are configured to end "undelivered" / 30003.
 UNDELIVERED_PREFIX = "+1415555"
 UNDELIVERED_CODE = 30003
-# Destinations with this prefix are configured to end "failed" / 30008.
+# Destinations with this prefix are refused by the simulated carriers at submission
+# (ESME_RINVDSTADR), so they end "failed" / 30005 after every carrier was tried.
 FAILED_PREFIX = "+1415666"
-FAILED_CODE = 30008
+FAILED_CODE = 30005
 
 SESSION_CONFIG = f"""
 [sim]
 receipt_delay_ms = 50
 
-[[sim.rule]]
+[[sim.rules]]
 prefix = "{UNDELIVERED_PREFIX}"
-outcome = "undelivered"
-error_code = {UNDELIVERED_CODE}
+delivery_ratio = 0.0
+stat = "UNDELIV"
+err = 3
 
-[[sim.rule]]
+[[sim.rules]]
 prefix = "{FAILED_PREFIX}"
-outcome = "failed"
-error_code = {FAILED_CODE}
+submit_status = 11
 
 [webhooks]
 max_attempts = 3
@@ -266,6 +267,7 @@ class TernServer:
             self.config_path = self.root / "config.toml"
             self.config_path.write_text((config_text or "") + backend)
         self.port = port or free_port()
+        self.smpp_port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
         self.proc: Optional[subprocess.Popen] = None
         self.creds: Optional[Creds] = None
@@ -282,7 +284,8 @@ class TernServer:
                 "`cargo build --release -p tern` or set TERN_BIN"
             )
         cmd = [str(binary), "up", "--data-dir", str(self.data_dir),
-               "--listen", f"127.0.0.1:{self.port}"]
+               "--listen", f"127.0.0.1:{self.port}",
+               "--smpp-listen", f"127.0.0.1:{self.smpp_port}"]
         if self.config_path:
             cmd += ["--config", str(self.config_path)]
         env = dict(os.environ)

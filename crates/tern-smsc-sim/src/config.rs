@@ -188,6 +188,10 @@ pub struct DeliveryRule {
     /// The `err` of the others (printed as three digits). Default 1.
     #[serde(default = "default_err")]
     pub err: u16,
+    /// Refuse every submit to these destinations with this `command_status` (e.g. 11,
+    /// `ESME_RINVDSTADR`) instead of accepting it; `delivery_ratio` then never applies.
+    #[serde(default)]
+    pub submit_status: Option<u32>,
 }
 
 fn one() -> f64 {
@@ -300,6 +304,13 @@ impl Faults {
             .max_by_key(|r| r.prefix.trim_start_matches('+').len())
     }
 
+    /// The status every submit to `destination` is refused with, if its rule says so.
+    pub(crate) fn refusal(&self, destination: &str) -> Option<u32> {
+        self.rule_for(destination)
+            .and_then(|r| r.submit_status)
+            .filter(|s| *s != status::ESME_ROK)
+    }
+
     /// Draws the outcome of one message to `destination`: the receipt's stat and err.
     pub(crate) fn outcome(&self, destination: &str) -> (ReceiptStat, u16) {
         let Some(rule) = self.rule_for(destination) else {
@@ -345,12 +356,14 @@ mod tests {
                     delivery_ratio: 1.0,
                     stat: None,
                     err: 1,
+                    submit_status: None,
                 },
                 DeliveryRule {
                     prefix: "447".into(),
                     delivery_ratio: 0.0,
                     stat: Some("EXPIRED".into()),
                     err: 27,
+                    submit_status: None,
                 },
             ],
             ..Faults::default()
@@ -378,6 +391,7 @@ mod tests {
                 delivery_ratio: 0.5,
                 stat: Some("NOPE".into()),
                 err: 1,
+                submit_status: None,
             }],
             ..Faults::default()
         };

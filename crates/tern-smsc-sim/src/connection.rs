@@ -243,6 +243,10 @@ impl Connection {
         if let Err(status) = self.admit(&faults) {
             return self.answer(&faults, seq, status, None);
         }
+        if let Some(status) = faults.refusal(&sm.destination.addr) {
+            inc(&self.inner.counters.errors);
+            return self.answer(&faults, seq, status, None);
+        }
         let text = || text_of(sm);
         let id = self.accept(
             &faults,

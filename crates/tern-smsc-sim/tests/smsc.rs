@@ -100,6 +100,7 @@ async fn decimal_ids_and_failure_only_receipts() {
                 delivery_ratio: 0.0,
                 stat: Some("EXPIRED".into()),
                 err: 27,
+                submit_status: None,
             }],
             ..Faults::default()
         },
@@ -375,6 +376,7 @@ async fn query_cancel_and_replace_answer_from_memory() {
             delivery_ratio: 0.0,
             stat: None,
             err: 5,
+            submit_status: None,
         }],
         ..Faults::default()
     })

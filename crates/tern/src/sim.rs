@@ -215,6 +215,7 @@ fn parse_rule(s: &str) -> Result<DeliveryRule, String> {
         delivery_ratio: parse_ratio(ratio)?,
         stat: None,
         err: 1,
+        submit_status: None,
     })
 }
 

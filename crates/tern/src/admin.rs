@@ -47,10 +47,12 @@ const GENERATE_ATTEMPTS: usize = 5;
 
 #[derive(clap::Subcommand)]
 pub enum AdminCommand {
-    /// Create the first account (with two phone numbers and an SMPP login) if the store has
-    /// none, and print its credentials as JSON. Running it again prints the same account; the
-    /// SMPP password stays the same only with --credentials (it is stored hashed), otherwise
-    /// the bootstrap login's password is rotated.
+    /// Create the first account (two phone numbers, an SMPP login) if the store has none, and
+    /// print its credentials as JSON.
+    ///
+    /// Running it again prints the same account. The SMPP password is stored hashed, so it
+    /// stays the same only when --credentials names the file of an earlier run; otherwise the
+    /// bootstrap login keeps its system_id and gets a new password.
     Bootstrap(BootstrapArgs),
     /// Manage the SMPP logins (system_id and password) customers bind with.
     #[command(subcommand)]
@@ -96,6 +98,7 @@ pub enum SmppCredentialCommand {
         /// 1 to 8 printable ASCII characters; 8 random letters and digits if left out.
         #[arg(long, value_name = "PW")]
         password: Option<String>,
+        /// A name for people reading the list.
         #[arg(long, value_name = "N", default_value = "")]
         friendly_name: String,
     },

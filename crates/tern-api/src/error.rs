@@ -10,6 +10,8 @@ use tern_types::ErrorCode;
 pub struct ApiError {
     pub code: ErrorCode,
     pub message: String,
+    /// An HTTP status other than the code's own (409 for a taken unique name).
+    pub status: Option<u16>,
 }
 
 impl ApiError {
@@ -17,6 +19,7 @@ impl ApiError {
         ApiError {
             code,
             message: code.message().to_string(),
+            status: None,
         }
     }
 
@@ -24,6 +27,15 @@ impl ApiError {
         ApiError {
             code,
             message: message.into(),
+            status: None,
+        }
+    }
+
+    /// `409 Conflict` with a 20001 body: a value that must be unique is taken.
+    pub fn conflict(message: impl Into<String>) -> Self {
+        ApiError {
+            status: Some(409),
+            ..ApiError::invalid(message)
         }
     }
 
@@ -57,7 +69,7 @@ impl From<StoreError> for ApiError {
 impl From<EngineError> for ApiError {
     fn from(e: EngineError) -> Self {
         match e {
-            EngineError::Rejected { code, message } => ApiError { code, message },
+            EngineError::Rejected { code, message } => ApiError::with(code, message),
             EngineError::Store(s) => s.into(),
         }
     }
@@ -65,7 +77,7 @@ impl From<EngineError> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let status = self.code.http_status();
+        let status = self.status.unwrap_or_else(|| self.code.http_status());
         let body = serde_json::json!({
             "code": self.code.code(),
             "message": self.message,

@@ -1,6 +1,6 @@
 //! Tern's Twilio-compatible REST API: Accounts, Keys, IncomingPhoneNumbers and Messages
-//! (2010-04-01), Messaging Services (v1), plus health, readiness, metrics and the
-//! simulated carrier's inbound endpoint.
+//! (2010-04-01), Messaging Services (v1), SMPP credentials (a Tern extension in v1's
+//! style), plus health, readiness, metrics and the simulated carrier's inbound endpoint.
 
 mod accounts;
 pub mod auth;
@@ -12,6 +12,7 @@ mod ops;
 mod paging;
 mod repr;
 mod services;
+mod smpp_credentials;
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
@@ -27,6 +28,8 @@ pub use accounts::new_auth_token;
 use auth::Principal;
 pub use auth::hash_secret;
 use error::ApiResult;
+/// SMPP credential rules and password hashing, for the binary's admin commands.
+pub use tern_domain::credentials;
 
 pub struct AppState {
     pub store: Arc<dyn Store>,
@@ -147,6 +150,14 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route(
             "/v1/Services/{service}/PhoneNumbers/{number}",
             get(services::fetch_number).delete(services::remove_number),
+        )
+        .route(
+            "/v1/SmppCredentials",
+            get(smpp_credentials::list).post(smpp_credentials::create),
+        )
+        .route(
+            "/v1/SmppCredentials/{credential}",
+            get(smpp_credentials::fetch).delete(smpp_credentials::delete),
         )
         .fallback(ops::not_found)
         .layer(axum::middleware::from_fn(ops::observe))

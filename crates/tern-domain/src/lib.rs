@@ -2,6 +2,7 @@
 //! a send request, opt-out keywords and sender selection. Nothing here does IO or knows the
 //! time except through its arguments, so every rule is a unit test.
 
+pub mod credentials;
 pub mod keywords;
 pub mod lifecycle;
 pub mod routing;

@@ -22,6 +22,17 @@ fn account(parent: Option<Sid>) -> Account {
     }
 }
 
+pub fn smpp_credential(account: Sid, system_id: &str, created: i64) -> SmppCredential {
+    SmppCredential {
+        sid: Sid::generate(SidPrefix::SmppCredential),
+        account_sid: account,
+        system_id: system_id.into(),
+        password_hash: format!("$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ${system_id}"),
+        friendly_name: format!("{system_id} login"),
+        created,
+    }
+}
+
 pub fn message(account: Sid, created: i64, to: &str) -> Message {
     Message {
         sid: Sid::generate(SidPrefix::Message),
@@ -56,6 +67,7 @@ pub async fn run_all(store: Arc<dyn Store>) {
     listing_pages_newest_first_with_filters(&*store).await;
     opt_outs_toggle(&*store).await;
     services_pool_and_round_robin(&*store).await;
+    smpp_credentials_are_unique_per_system_id_and_scoped_to_their_account(&*store).await;
 }
 
 async fn accounts_and_subaccounts(s: &dyn Store) {
@@ -331,4 +343,96 @@ async fn services_pool_and_round_robin(s: &dyn Store) {
     assert!(s.number_service(n.sid).await.unwrap().is_none());
     assert!(s.delete_service(svc.sid).await.unwrap());
     assert!(s.service(svc.sid).await.unwrap().is_none());
+}
+
+async fn smpp_credentials_are_unique_per_system_id_and_scoped_to_their_account(s: &dyn Store) {
+    let a = account(None);
+    s.create_account(a.clone()).await.unwrap();
+    let b = account(None);
+    s.create_account(b.clone()).await.unwrap();
+    assert!(s.smpp_credentials(a.sid).await.unwrap().is_empty());
+    assert!(
+        s.smpp_credential_by_system_id("conf_a1")
+            .await
+            .unwrap()
+            .is_none()
+    );
+
+    // Created out of SID order on purpose: listing follows the creation time.
+    let second = smpp_credential(a.sid, "conf_a2", 20);
+    let first = smpp_credential(a.sid, "conf_a1", 10);
+    s.create_smpp_credential(second.clone()).await.unwrap();
+    s.create_smpp_credential(first.clone()).await.unwrap();
+    assert_eq!(
+        s.smpp_credentials(a.sid).await.unwrap(),
+        vec![first.clone(), second.clone()]
+    );
+    assert_eq!(
+        s.smpp_credential_by_system_id("conf_a1").await.unwrap(),
+        Some(first.clone())
+    );
+
+    // A system_id is unique across accounts: a bind names nothing else.
+    let taken_elsewhere = smpp_credential(b.sid, "conf_a1", 30);
+    assert!(matches!(
+        s.create_smpp_credential(taken_elsewhere).await,
+        Err(StoreError::Conflict(_))
+    ));
+    let taken_here = smpp_credential(a.sid, "conf_a2", 31);
+    assert!(matches!(
+        s.create_smpp_credential(taken_here).await,
+        Err(StoreError::Conflict(_))
+    ));
+    // Lookups are exact: case and surrounding text matter.
+    assert!(
+        s.smpp_credential_by_system_id("CONF_A1")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        s.smpp_credential_by_system_id("conf_a")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    // A duplicate SID is refused too.
+    let same_sid = SmppCredential {
+        system_id: "conf_a3".into(),
+        ..first.clone()
+    };
+    assert!(matches!(
+        s.create_smpp_credential(same_sid).await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert!(s.smpp_credentials(b.sid).await.unwrap().is_empty());
+    let b1 = smpp_credential(b.sid, "conf_b1", 40);
+    s.create_smpp_credential(b1.clone()).await.unwrap();
+    assert_eq!(s.smpp_credentials(b.sid).await.unwrap(), vec![b1.clone()]);
+
+    // Another account cannot delete it, and a missing SID deletes nothing.
+    assert!(!s.delete_smpp_credential(b.sid, first.sid).await.unwrap());
+    assert!(
+        !s.delete_smpp_credential(a.sid, Sid::generate(SidPrefix::SmppCredential))
+            .await
+            .unwrap()
+    );
+    assert_eq!(s.smpp_credentials(a.sid).await.unwrap().len(), 2);
+    assert!(s.delete_smpp_credential(a.sid, first.sid).await.unwrap());
+    assert!(!s.delete_smpp_credential(a.sid, first.sid).await.unwrap());
+    assert!(
+        s.smpp_credential_by_system_id("conf_a1")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert_eq!(s.smpp_credentials(a.sid).await.unwrap(), vec![second]);
+    // A deleted system_id can be issued again, to any account.
+    let reissued = smpp_credential(b.sid, "conf_a1", 50);
+    s.create_smpp_credential(reissued.clone()).await.unwrap();
+    assert_eq!(
+        s.smpp_credential_by_system_id("conf_a1").await.unwrap(),
+        Some(reissued.clone())
+    );
+    assert_eq!(s.smpp_credentials(b.sid).await.unwrap(), vec![b1, reissued]);
 }

@@ -95,6 +95,19 @@ pub trait Store: Send + Sync + 'static {
     /// Increments and returns the service's round-robin counter.
     async fn next_sender_counter(&self, service: Sid) -> Result<u64>;
 
+    // SMPP credentials (a Tern extension: the logins of Tern's own SMPP server)
+    /// Stores a new credential. `system_id` is unique across the whole store (a bind names
+    /// nothing else): a taken one is [`StoreError::Conflict`], whoever holds it.
+    async fn create_smpp_credential(&self, c: SmppCredential) -> Result<()>;
+    /// The account's credentials in creation order.
+    async fn smpp_credentials(&self, account: Sid) -> Result<Vec<SmppCredential>>;
+    /// The credential a bind names, whichever account holds it.
+    async fn smpp_credential_by_system_id(&self, system_id: &str)
+    -> Result<Option<SmppCredential>>;
+    /// Deletes the account's credential `sid`; `false` if there is none or it is another
+    /// account's.
+    async fn delete_smpp_credential(&self, account: Sid, sid: Sid) -> Result<bool>;
+
     // Messages
     /// Writes a new message and its first jobs in one transaction.
     async fn insert_message(&self, message: Message, jobs: Vec<NewJob>) -> Result<Vec<Job>>;

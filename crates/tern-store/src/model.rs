@@ -54,6 +54,33 @@ pub struct ApiKey {
     pub updated: i64,
 }
 
+/// An account's SMPP login: what a customer's ESME names in `bind_*` (`system_id`,
+/// `password`). `system_id` is unique across the store, because a bind names nothing
+/// else. The password is kept only as an argon2id PHC string (`tern_domain::credentials`).
+#[derive(Clone, PartialEq)]
+pub struct SmppCredential {
+    pub sid: Sid,
+    pub account_sid: Sid,
+    pub system_id: String,
+    /// `$argon2id$v=19$…`; never printed (see the `Debug` impl).
+    pub password_hash: String,
+    pub friendly_name: String,
+    pub created: i64,
+}
+
+impl std::fmt::Debug for SmppCredential {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SmppCredential")
+            .field("sid", &self.sid)
+            .field("account_sid", &self.account_sid)
+            .field("system_id", &self.system_id)
+            .field("password_hash", &"<redacted>")
+            .field("friendly_name", &self.friendly_name)
+            .field("created", &self.created)
+            .finish()
+    }
+}
+
 /// The configurable URLs of a phone number; `None` leaves a field unchanged on update.
 #[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct NumberConfig {
@@ -270,4 +297,32 @@ pub struct MessageQuery {
 pub struct Page<T> {
     pub items: Vec<T>,
     pub next: Option<(i64, Sid)>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tern_types::SidPrefix;
+
+    #[test]
+    fn smpp_credential_debug_redacts_the_password_hash() {
+        let c = SmppCredential {
+            sid: Sid::generate(SidPrefix::SmppCredential),
+            account_sid: Sid::generate(SidPrefix::Account),
+            system_id: "tern1234".into(),
+            password_hash: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA".into(),
+            friendly_name: "primary".into(),
+            created: 7,
+        };
+        let shown = format!("{c:?}");
+        assert!(!shown.contains("argon2"), "{shown}");
+        assert!(!shown.contains("aGFzaA"), "{shown}");
+        assert!(shown.contains("<redacted>"), "{shown}");
+        assert!(
+            shown.contains("tern1234") && shown.contains(c.sid.as_str()),
+            "{shown}"
+        );
+        let shown = format!("{c:#?}");
+        assert!(!shown.contains("argon2"), "{shown}");
+    }
 }

@@ -15,6 +15,8 @@ pub enum SidPrefix {
     MessagingService,
     Media,
     Call,
+    /// A Tern extension: an account's SMPP login (`/v1/SmppCredentials`).
+    SmppCredential,
 }
 
 impl SidPrefix {
@@ -27,6 +29,7 @@ impl SidPrefix {
             SidPrefix::MessagingService => "MG",
             SidPrefix::Media => "ME",
             SidPrefix::Call => "CA",
+            SidPrefix::SmppCredential => "SC",
         }
     }
 
@@ -39,6 +42,7 @@ impl SidPrefix {
             "MG" => SidPrefix::MessagingService,
             "ME" => SidPrefix::Media,
             "CA" => SidPrefix::Call,
+            "SC" => SidPrefix::SmppCredential,
             _ => return None,
         })
     }
@@ -190,6 +194,41 @@ mod tests {
         );
         assert_eq!(
             Sid::parse_as(&format!("SM{}", "a".repeat(32)), SidPrefix::Account),
+            Err(SidError::Prefix)
+        );
+    }
+
+    const ALL: [SidPrefix; 8] = [
+        SidPrefix::Account,
+        SidPrefix::Message,
+        SidPrefix::PhoneNumber,
+        SidPrefix::ApiKey,
+        SidPrefix::MessagingService,
+        SidPrefix::Media,
+        SidPrefix::Call,
+        SidPrefix::SmppCredential,
+    ];
+
+    #[test]
+    fn every_prefix_parses_back_and_prefixes_are_distinct() {
+        for p in ALL {
+            assert_eq!(SidPrefix::from_str(p.as_str()), Some(p));
+            let sid = Sid::generate(p);
+            assert_eq!(sid.prefix(), p);
+            assert_eq!(Sid::parse_as(sid.as_str(), p), Ok(sid));
+        }
+        let mut seen: Vec<&str> = ALL.iter().map(|p| p.as_str()).collect();
+        seen.sort_unstable();
+        seen.dedup();
+        assert_eq!(seen.len(), ALL.len());
+    }
+
+    #[test]
+    fn smpp_credential_sids_start_with_sc() {
+        let sid = Sid::generate(SidPrefix::SmppCredential);
+        assert!(sid.as_str().starts_with("SC"));
+        assert_eq!(
+            Sid::parse_as(sid.as_str(), SidPrefix::Account),
             Err(SidError::Prefix)
         );
     }

@@ -1,5 +1,6 @@
 //! `tern`: run a node on the embedded default (`tern up`) or measure one (`tern bench`).
 
+mod admin;
 mod bench;
 mod carriers;
 mod node;
@@ -28,7 +29,7 @@ enum Command {
     Serve(serve::ServeArgs),
     /// Operator tasks.
     #[command(subcommand)]
-    Admin(serve::AdminCommand),
+    Admin(admin::AdminCommand),
     /// Measure a running node.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -52,7 +53,7 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Up(args) => runtime.block_on(up::run(args)),
         Command::Serve(args) => runtime.block_on(serve::serve(args)),
-        Command::Admin(cmd) => runtime.block_on(serve::admin(cmd)),
+        Command::Admin(cmd) => runtime.block_on(admin::run(cmd)),
         Command::Bench(cmd) => runtime.block_on(bench::run(cmd)),
         Command::Sim(cmd) => runtime.block_on(sim::run(cmd)),
     }

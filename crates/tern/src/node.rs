@@ -29,6 +29,13 @@ pub struct Credentials {
     pub auth_token: String,
     pub api_base_url: String,
     pub phone_numbers: Vec<String>,
+    /// An SMPP login of the account, for Tern's SMPP server. The password is stored hashed:
+    /// this file is the only place it can be read back from (see `crate::admin`). Empty in
+    /// a file written before SMPP logins existed.
+    #[serde(default)]
+    pub smpp_system_id: String,
+    #[serde(default)]
+    pub smpp_password: String,
 }
 
 pub fn load_config(path: Option<&Path>) -> anyhow::Result<Config> {
@@ -127,9 +134,14 @@ async fn free_number(store: &dyn Store) -> anyhow::Result<String> {
     anyhow::bail!("could not find a free phone number")
 }
 
-/// The first account of the store with its numbers, created (with two numbers) if the
-/// store has none.
-pub async fn bootstrap(store: &dyn Store) -> anyhow::Result<(Account, Vec<String>)> {
+/// The first account of the store with its numbers and an SMPP login, created (with two
+/// numbers and the login) if the store has none. `previous` is an earlier credentials
+/// file: its SMPP login is kept if it still verifies, since the store cannot give the
+/// password back (`crate::admin::bootstrap_smpp_login` says what happens otherwise).
+pub async fn bootstrap(
+    store: &dyn Store,
+    previous: Option<&Credentials>,
+) -> anyhow::Result<(Account, Vec<String>, crate::admin::SmppLogin)> {
     if let Some(a) = store.first_account().await? {
         let numbers = store
             .numbers(a.sid)
@@ -137,7 +149,8 @@ pub async fn bootstrap(store: &dyn Store) -> anyhow::Result<(Account, Vec<String
             .into_iter()
             .map(|n| n.phone_number)
             .collect();
-        return Ok((a, numbers));
+        let smpp = crate::admin::bootstrap_smpp_login(store, a.sid, previous).await?;
+        return Ok((a, numbers, smpp));
     }
     let t = now_ms();
     let account = Account {
@@ -166,7 +179,8 @@ pub async fn bootstrap(store: &dyn Store) -> anyhow::Result<(Account, Vec<String
             .await?;
         numbers.push(phone);
     }
-    Ok((account, numbers))
+    let smpp = crate::admin::bootstrap_smpp_login(store, account.sid, None).await?;
+    Ok((account, numbers, smpp))
 }
 
 async fn shutdown_signal() {

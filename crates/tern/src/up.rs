@@ -44,7 +44,18 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     })?;
     let metrics = node::install_metrics()?;
     let backend = node::open_store(&config, Some(&args.data_dir.join("tern.db"))).await?;
-    let (account, numbers) = node::bootstrap(&*backend.store()).await?;
+    // The SMPP password is stored hashed: the previous credentials.json is where it is kept.
+    let creds_path = args.data_dir.join("credentials.json");
+    let previous = if creds_path.exists() {
+        crate::admin::read_credentials(&creds_path)
+            .inspect_err(|e| {
+                tracing::warn!(error = %format!("{e:#}"), "the previous credentials.json is unreadable; writing a new one")
+            })
+            .ok()
+    } else {
+        None
+    };
+    let (account, numbers, smpp) = node::bootstrap(&*backend.store(), previous.as_ref()).await?;
     let listener = node::listen(args.listen).await?;
     let addr = listener.local_addr()?;
     let smpp = node::listen(args.smpp_listen).await?;
@@ -54,6 +65,8 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         auth_token: account.auth_token.clone(),
         api_base_url: format!("http://{addr}"),
         phone_numbers: numbers,
+        smpp_system_id: smpp.system_id,
+        smpp_password: smpp.password,
     };
     write_credentials(&args.data_dir, &creds)?;
     let queue = node::open_queue(&config).await?;
@@ -62,6 +75,10 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     println!("  account_sid   {}", creds.account_sid);
     println!("  auth_token    {}", creds.auth_token);
     println!("  phone numbers {}", creds.phone_numbers.join(", "));
+    println!(
+        "  smpp login    {} (password in credentials.json)",
+        creds.smpp_system_id
+    );
     println!(
         "  credentials   {}",
         args.data_dir.join("credentials.json").display()

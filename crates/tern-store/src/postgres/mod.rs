@@ -78,12 +78,15 @@ use tokio_postgres::types::{Json, ToSql};
 
 use crate::{
     Account, AccountStatus, ApiKey, Message, MessageQuery, MessagingService, NewJob, NumberConfig,
-    Page, PhoneNumber, Result, ServiceConfig, Store, StoreError, Transition,
+    Page, PhoneNumber, Result, ServiceConfig, SmppCredential, Store, StoreError, Transition,
 };
 use rows::*;
 
 /// Migrations in order; version `i + 1` is `MIGRATIONS[i]`. Never edit an applied one.
-const MIGRATIONS: &[&str] = &[include_str!("migrations/0001_initial.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("migrations/0001_initial.sql"),
+    include_str!("migrations/0002_smpp_credentials.sql"),
+];
 /// First key of the advisory lock taken while migrating ("tern" in ASCII).
 const MIGRATION_LOCK_CLASS: i32 = 0x7465_726e;
 
@@ -878,6 +881,63 @@ impl Store for PostgresStore {
         .await?
         .ok_or(StoreError::NotFound)?;
         Ok(u64::try_from(before).unwrap_or(0))
+    }
+
+    async fn create_smpp_credential(&self, cred: SmppCredential) -> Result<()> {
+        let c = self.client().await?;
+        exec(
+            &c,
+            &format!("INSERT INTO smpp_credentials ({SMPP_COLS}) VALUES ($1, $2, $3, $4, $5, $6)"),
+            &[
+                &cred.sid.as_str(),
+                &cred.account_sid.as_str(),
+                &cred.system_id,
+                &cred.password_hash,
+                &cred.friendly_name,
+                &cred.created,
+            ],
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn smpp_credentials(&self, account: Sid) -> Result<Vec<SmppCredential>> {
+        let c = self.client().await?;
+        query_all(
+            &c,
+            &format!(
+                "SELECT {SMPP_COLS} FROM smpp_credentials WHERE account_sid = $1
+                 ORDER BY created, sid"
+            ),
+            &[&account.as_str()],
+            smpp_row,
+        )
+        .await
+    }
+
+    async fn smpp_credential_by_system_id(
+        &self,
+        system_id: &str,
+    ) -> Result<Option<SmppCredential>> {
+        let c = self.client().await?;
+        query_opt(
+            &c,
+            &format!("SELECT {SMPP_COLS} FROM smpp_credentials WHERE system_id = $1"),
+            &[&system_id],
+            smpp_row,
+        )
+        .await
+    }
+
+    async fn delete_smpp_credential(&self, account: Sid, sid: Sid) -> Result<bool> {
+        let c = self.client().await?;
+        let deleted = exec(
+            &c,
+            "DELETE FROM smpp_credentials WHERE sid = $1 AND account_sid = $2",
+            &[&sid.as_str(), &account.as_str()],
+        )
+        .await?;
+        Ok(deleted > 0)
     }
 
     async fn insert_message(&self, m: Message, jobs: Vec<NewJob>) -> Result<Vec<Job>> {

@@ -8,7 +8,8 @@ use tokio_postgres::types::{FromSql, Json, ToSql};
 
 use super::map_pg;
 use crate::{
-    Account, AccountStatus, ApiKey, Message, MessagingService, PhoneNumber, Result, StoreError,
+    Account, AccountStatus, ApiKey, Message, MessagingService, PhoneNumber, Result, SmppCredential,
+    StoreError,
 };
 
 pub const ACCOUNT_COLS: &str =
@@ -16,6 +17,7 @@ pub const ACCOUNT_COLS: &str =
 pub const KEY_COLS: &str = "sid, account_sid, friendly_name, secret_hash, created, updated";
 pub const NUMBER_COLS: &str = "sid, account_sid, phone_number, config, created, updated";
 pub const SERVICE_COLS: &str = "sid, account_sid, config, created, updated";
+pub const SMPP_COLS: &str = "sid, account_sid, system_id, password_hash, friendly_name, created";
 pub const JOB_COLS: &str = "id, kind, subject, run_at, attempts, payload";
 pub const MESSAGE_COLS: &str = "sid, account_sid, messaging_service_sid, direction, from_number, \
     to_number, body, status, error_code, num_segments, num_media, status_callback, validity_secs, \
@@ -112,6 +114,17 @@ pub fn service_row(r: &Row) -> Result<MessagingService> {
         config: json(r, 2)?,
         created: get(r, 3)?,
         updated: get(r, 4)?,
+    })
+}
+
+pub fn smpp_row(r: &Row) -> Result<SmppCredential> {
+    Ok(SmppCredential {
+        sid: sid(r, 0)?,
+        account_sid: sid(r, 1)?,
+        system_id: get(r, 2)?,
+        password_hash: get(r, 3)?,
+        friendly_name: get(r, 4)?,
+        created: get(r, 5)?,
     })
 }
 

@@ -141,12 +141,57 @@ async fn postgres_store_passes_the_conformance_suite() {
 async fn migrations_are_recorded_once_and_concurrent_connects_agree() {
     in_schema(|schema| async move {
         let (a, b, c) = tokio::join!(schema.store(1), schema.store(1), schema.store(1));
+        let newest = i64::try_from(super::MIGRATIONS.len()).unwrap();
         for s in [&a, &b, &c] {
-            assert_eq!(s.schema_version().await.unwrap(), 1);
+            assert_eq!(s.schema_version().await.unwrap(), newest);
         }
         let again = schema.store(1).await;
-        assert_eq!(again.schema_version().await.unwrap(), 1);
-        assert_eq!(schema.count("schema_migrations").await, 1);
+        assert_eq!(again.schema_version().await.unwrap(), newest);
+        assert_eq!(schema.count("schema_migrations").await, newest);
+    })
+    .await;
+}
+
+/// A schema written by a build that knew only migration 1 is upgraded in place (the same
+/// advisory-locked transaction), and its data stays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_version_1_schema_gains_smpp_credentials() {
+    in_schema(|schema| async move {
+        let account = Sid::generate(SidPrefix::Account);
+        schema
+            .admin
+            .batch_execute(&format!(
+                "BEGIN;
+                 SET LOCAL search_path TO {name};
+                 {v1}
+                 CREATE TABLE schema_migrations (version BIGINT PRIMARY KEY, applied_at BIGINT NOT NULL);
+                 INSERT INTO schema_migrations VALUES (1, 0);
+                 INSERT INTO accounts (sid, parent_sid, friendly_name, auth_token, status, created, updated)
+                 VALUES ('{account}', NULL, 'old', 'token', 'active', 1, 1);
+                 COMMIT;",
+                name = schema.name,
+                v1 = super::MIGRATIONS[0],
+            ))
+            .await
+            .unwrap();
+        let store = schema.store(2).await;
+        let newest = i64::try_from(super::MIGRATIONS.len()).unwrap();
+        assert_eq!(store.schema_version().await.unwrap(), newest);
+        assert_eq!(schema.count("schema_migrations").await, newest);
+        assert_eq!(
+            store.account(account).await.unwrap().unwrap().friendly_name,
+            "old"
+        );
+        let cred = crate::conformance::smpp_credential(account, "upgraded", 5);
+        store.create_smpp_credential(cred.clone()).await.unwrap();
+        assert_eq!(
+            store.smpp_credential_by_system_id("upgraded").await.unwrap(),
+            Some(cred)
+        );
+        store.close();
+        let again = schema.store(1).await;
+        assert_eq!(again.schema_version().await.unwrap(), newest);
+        assert_eq!(again.smpp_credentials(account).await.unwrap().len(), 1);
     })
     .await;
 }

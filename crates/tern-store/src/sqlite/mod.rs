@@ -20,11 +20,15 @@ use tokio::sync::oneshot;
 
 use crate::{
     Account, AccountStatus, ApiKey, Message, MessageQuery, MessagingService, NewJob, NumberConfig,
-    Page, PhoneNumber, Result, ServiceConfig, Store, StoreError, Transition,
+    Page, PhoneNumber, Result, ServiceConfig, SmppCredential, Store, StoreError, Transition,
 };
 use rows::*;
 
-const MIGRATIONS: &[&str] = &[include_str!("migrations/0001_initial.sql")];
+/// Migrations in order; `PRAGMA user_version` is the number applied. Never edit an applied one.
+const MIGRATIONS: &[&str] = &[
+    include_str!("migrations/0001_initial.sql"),
+    include_str!("migrations/0002_smpp_credentials.sql"),
+];
 /// The most writes committed together; bounds a batch's latency and memory.
 const MAX_BATCH: usize = 1024;
 const READERS: usize = 4;
@@ -737,6 +741,67 @@ impl Store for SqliteStore {
                 .and_then(|mut s| s.query_row([service.as_str()], |r| r.get(0)).optional())
                 .map_err(map_sql)?;
             v.map(|v| v.max(1) as u64 - 1).ok_or(StoreError::NotFound)
+        })
+        .await
+    }
+
+    async fn create_smpp_credential(&self, cred: SmppCredential) -> Result<()> {
+        self.write(move |c| {
+            c.execute(
+                &format!(
+                    "INSERT INTO smpp_credentials ({SMPP_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6)"
+                ),
+                params![
+                    cred.sid.as_str(),
+                    cred.account_sid.as_str(),
+                    cred.system_id,
+                    cred.password_hash,
+                    cred.friendly_name,
+                    cred.created
+                ],
+            )
+            .map_err(map_sql)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn smpp_credentials(&self, account: Sid) -> Result<Vec<SmppCredential>> {
+        self.read(move |c| {
+            query_all(
+                c,
+                &format!("SELECT {SMPP_COLS} FROM smpp_credentials WHERE account_sid = ?1 ORDER BY created, sid"),
+                [account.as_str()],
+                smpp_row,
+            )
+        })
+        .await
+    }
+
+    async fn smpp_credential_by_system_id(
+        &self,
+        system_id: &str,
+    ) -> Result<Option<SmppCredential>> {
+        let system_id = system_id.to_string();
+        self.lookup(move |c| {
+            query_opt(
+                c,
+                &format!("SELECT {SMPP_COLS} FROM smpp_credentials WHERE system_id = ?1"),
+                [system_id],
+                smpp_row,
+            )
+        })
+        .await
+    }
+
+    async fn delete_smpp_credential(&self, account: Sid, sid: Sid) -> Result<bool> {
+        self.write(move |c| {
+            Ok(c.execute(
+                "DELETE FROM smpp_credentials WHERE sid = ?1 AND account_sid = ?2",
+                params![sid.as_str(), account.as_str()],
+            )
+            .map_err(map_sql)?
+                > 0)
         })
         .await
     }

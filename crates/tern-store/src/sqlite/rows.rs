@@ -6,7 +6,8 @@ use tern_types::{Direction, MessageStatus, Sid};
 
 use super::map_sql;
 use crate::{
-    Account, AccountStatus, ApiKey, Message, MessagingService, PhoneNumber, Result, StoreError,
+    Account, AccountStatus, ApiKey, Message, MessagingService, PhoneNumber, Result, SmppCredential,
+    StoreError,
 };
 
 pub const ACCOUNT_COLS: &str =
@@ -14,6 +15,7 @@ pub const ACCOUNT_COLS: &str =
 pub const KEY_COLS: &str = "sid, account_sid, friendly_name, secret_hash, created, updated";
 pub const NUMBER_COLS: &str = "sid, account_sid, phone_number, config, created, updated";
 pub const SERVICE_COLS: &str = "sid, account_sid, config, created, updated";
+pub const SMPP_COLS: &str = "sid, account_sid, system_id, password_hash, friendly_name, created";
 pub const MESSAGE_COLS: &str = "sid, account_sid, messaging_service_sid, direction, from_number, \
     to_number, body, status, error_code, num_segments, num_media, status_callback, validity_secs, \
     send_at, carrier, carrier_message_id, raw_dlr_done_date, provide_feedback, created, updated, sent";
@@ -89,6 +91,17 @@ pub fn service_row(r: &Row) -> rusqlite::Result<MessagingService> {
         config: json(r, 2)?,
         created: r.get(3)?,
         updated: r.get(4)?,
+    })
+}
+
+pub fn smpp_row(r: &Row) -> rusqlite::Result<SmppCredential> {
+    Ok(SmppCredential {
+        sid: sid(r, 0)?,
+        account_sid: sid(r, 1)?,
+        system_id: r.get(2)?,
+        password_hash: r.get(3)?,
+        friendly_name: r.get(4)?,
+        created: r.get(5)?,
     })
 }
 

@@ -28,3 +28,57 @@ async fn data_survives_reopening() {
     let store = SqliteStore::open(&path).unwrap();
     assert_eq!(crate::Store::message(&store, a.sid).await.unwrap(), Some(a));
 }
+
+/// A database written by a build that knew only migration 1 is upgraded in place, and
+/// its data stays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_version_1_database_gains_smpp_credentials() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tern.db");
+    let account = tern_types::Sid::generate(tern_types::SidPrefix::Account);
+    {
+        let c = rusqlite::Connection::open(&path).unwrap();
+        c.execute_batch(super::MIGRATIONS[0]).unwrap();
+        c.execute_batch("PRAGMA user_version = 1").unwrap();
+        c.execute(
+            "INSERT INTO accounts (sid, parent_sid, friendly_name, auth_token, status, created, updated)
+             VALUES (?1, NULL, 'old', 'token', 'active', 1, 1)",
+            [account.as_str()],
+        )
+        .unwrap();
+    }
+    let store = SqliteStore::open(&path).unwrap();
+    let version: i64 = rusqlite::Connection::open(&path)
+        .unwrap()
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(version, super::MIGRATIONS.len() as i64);
+    assert_eq!(
+        crate::Store::account(&store, account)
+            .await
+            .unwrap()
+            .unwrap()
+            .friendly_name,
+        "old"
+    );
+    let cred = crate::conformance::smpp_credential(account, "upgraded", 5);
+    crate::Store::create_smpp_credential(&store, cred.clone())
+        .await
+        .unwrap();
+    assert_eq!(
+        crate::Store::smpp_credential_by_system_id(&store, "upgraded")
+            .await
+            .unwrap(),
+        Some(cred)
+    );
+    store.close();
+    // Opening again applies nothing twice.
+    let again = SqliteStore::open(&path).unwrap();
+    assert_eq!(
+        crate::Store::smpp_credentials(&again, account)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+}

@@ -109,9 +109,16 @@ pub async fn sim_inbound(
 }
 
 /// The operator's view, or 404 (as if the route did not exist) without the right token.
-fn operator(s: &AppState, headers: &HeaderMap, path: &str) -> ApiResult<Arc<dyn crate::OperatorView>> {
+fn operator(
+    s: &AppState,
+    headers: &HeaderMap,
+    path: &str,
+) -> ApiResult<Arc<dyn crate::OperatorView>> {
     use subtle::ConstantTimeEq;
-    let op = s.operator.as_ref().ok_or_else(|| ApiError::not_found(path))?;
+    let op = s
+        .operator
+        .as_ref()
+        .ok_or_else(|| ApiError::not_found(path))?;
     let given = headers
         .get(axum::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())

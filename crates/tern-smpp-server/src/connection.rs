@@ -37,7 +37,9 @@ pub(crate) async fn run(server: Arc<SmppServer>, stream: TcpStream) {
     let mut reassembler = Reassembler::new(server.config.reassembly.clone());
     let mut promised = Promised::new();
     loop {
-        let deadline = reassembler.next_deadline().map(tokio::time::Instant::from_std);
+        let deadline = reassembler
+            .next_deadline()
+            .map(tokio::time::Instant::from_std);
         let event = tokio::select! {
             event = incoming.recv() => event,
             () = sleep_until(deadline) => {
@@ -51,28 +53,27 @@ pub(crate) async fn run(server: Arc<SmppServer>, stream: TcpStream) {
         };
         let Some(event) = event else { break };
         match event {
-            Incoming::BindRequest { kind, bind } => {
-                match authenticate(&server, &bind).await {
-                    Ok(account) => {
-                        if link.accept_bind(&server.config.system_id).await.is_err() {
-                            break;
-                        }
-                        let bind_id = server.register(account.sid, &bind.system_id, kind, link.clone());
-                        info!(account_sid = %account.sid, system_id = %bind.system_id, ?kind, "smpp customer bound");
-                        metrics::counter!("tern_smpp_server_bind_attempts_total", "result" => "ok").increment(1);
-                        bound = Some(Bound {
-                            account,
-                            system_id: bind.system_id,
-                            bind_id,
-                        });
+            Incoming::BindRequest { kind, bind } => match authenticate(&server, &bind).await {
+                Ok(account) => {
+                    if link.accept_bind(&server.config.system_id).await.is_err() {
+                        break;
                     }
-                    Err(status) => {
-                        metrics::counter!("tern_smpp_server_bind_attempts_total", "result" => "refused").increment(1);
-                        info!(system_id = %bind.system_id, status = format!("{status:#x}"), "smpp bind refused");
-                        let _ = link.reject_bind(status);
-                    }
+                    let bind_id = server.register(account.sid, &bind.system_id, kind, link.clone());
+                    info!(account_sid = %account.sid, system_id = %bind.system_id, ?kind, "smpp customer bound");
+                    metrics::counter!("tern_smpp_server_bind_attempts_total", "result" => "ok")
+                        .increment(1);
+                    bound = Some(Bound {
+                        account,
+                        system_id: bind.system_id,
+                        bind_id,
+                    });
                 }
-            }
+                Err(status) => {
+                    metrics::counter!("tern_smpp_server_bind_attempts_total", "result" => "refused").increment(1);
+                    info!(system_id = %bind.system_id, status = format!("{status:#x}"), "smpp bind refused");
+                    let _ = link.reject_bind(status);
+                }
+            },
             Incoming::Request(pdu) => {
                 let Some(b) = &bound else {
                     // The session only passes requests on once bound.
@@ -332,8 +333,7 @@ fn send_assembled_with(
             status_callback: callback,
         };
         if let Err(e) = server.engine.send_with(&account, &p, origin).await {
-            metrics::counter!("tern_smpp_server_submits_total", "result" => "refused")
-                .increment(1);
+            metrics::counter!("tern_smpp_server_submits_total", "result" => "refused").increment(1);
             warn!(error = %e, "a concatenated smpp submit was refused after its parts were answered");
         }
     });

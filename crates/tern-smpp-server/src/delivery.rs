@@ -12,7 +12,7 @@ use tern_smpp_tokio::Link;
 use tern_types::{MessageStatus, Sid, SidPrefix};
 use tern_webhooks::Attempt;
 
-use crate::connection::{e164, smpp_time};
+use crate::connection::smpp_time;
 use crate::{SmppServer, codes};
 
 /// `esm_class` of a delivery receipt (§5.2.12: SMSC delivery receipt).
@@ -81,8 +81,8 @@ impl SmppServer {
         if rd == "2" && stat == ReceiptStat::Delivered {
             return done();
         }
-        let Some(sid) = param(params, "MessageSid")
-            .and_then(|s| Sid::parse_as(s, SidPrefix::Message).ok())
+        let Some(sid) =
+            param(params, "MessageSid").and_then(|s| Sid::parse_as(s, SidPrefix::Message).ok())
         else {
             return Attempt::Rejected("no MessageSid".into());
         };
@@ -165,6 +165,7 @@ impl CustomerLinks for SmppServer {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::connection::e164;
 
     #[test]
     fn numbers_go_international_and_names_alphanumeric() {

@@ -18,9 +18,7 @@ use tern_smpp::{Body, DeliveryReceipt, Pdu, SessionConfig, status};
 use tern_smpp_server::{ServerConfig, SmppServer};
 use tern_smpp_tokio::{ConnectError, Incoming, Link, connect};
 use tern_store::sqlite::SqliteStore;
-use tern_store::{
-    Account, AccountStatus, NumberConfig, PhoneNumber, SmppCredential, Store,
-};
+use tern_store::{Account, AccountStatus, NumberConfig, PhoneNumber, SmppCredential, Store};
 use tern_types::{MessageStatus, Sid, SidPrefix};
 use tokio::sync::mpsc;
 
@@ -97,7 +95,10 @@ async fn fixture() -> Fixture {
     }
 }
 
-async fn bind(addr: &str, password: &str) -> Result<(Link, mpsc::Receiver<Incoming>), ConnectError> {
+async fn bind(
+    addr: &str,
+    password: &str,
+) -> Result<(Link, mpsc::Receiver<Incoming>), ConnectError> {
     let bind = Bind {
         system_id: "acme".into(),
         password: password.into(),
@@ -168,7 +169,10 @@ async fn a_submit_becomes_a_message_and_its_receipt_comes_back() {
         .unwrap();
     let sid = Sid::parse_as(&id, SidPrefix::Message).unwrap();
     let m = f.store.message(sid).await.unwrap().unwrap();
-    assert_eq!((m.to.as_str(), m.body.as_str()), ("+14155552671", "hello over smpp"));
+    assert_eq!(
+        (m.to.as_str(), m.body.as_str()),
+        ("+14155552671", "hello over smpp")
+    );
     assert_eq!(m.account_sid, f.account.sid);
 
     let dlr = next_deliver(&link, &mut incoming).await;
@@ -186,7 +190,9 @@ async fn a_submit_becomes_a_message_and_its_receipt_comes_back() {
 async fn an_undelivered_message_reports_undeliv_with_its_code() {
     let f = fixture().await;
     let (link, mut incoming) = bind(&f.addr, "s3cret").await.unwrap();
-    let id = submit_id(&link, submit("14156660000", "nope")).await.unwrap();
+    let id = submit_id(&link, submit("14156660000", "nope"))
+        .await
+        .unwrap();
     let dlr = next_deliver(&link, &mut incoming).await;
     let r = DeliveryReceipt::parse(&String::from_utf8(dlr.short_message).unwrap()).unwrap();
     assert_eq!(r.id.as_deref(), Some(id.as_str()));
@@ -213,13 +219,15 @@ async fn refusals_carry_the_fitting_status() {
 async fn a_concatenated_submit_is_one_message() {
     let f = fixture().await;
     let (link, mut incoming) = bind(&f.addr, "s3cret").await.unwrap();
-    let body = "Grüße aus Tern! ".repeat(12); // UCS-2? no: GSM-7 has ü and ß.
-    for mode in [LongMessageMode::Udh8, LongMessageMode::Sar] {
+    let body = "Grüße aus Tern! ".repeat(12); // GSM-7 (ü and ß are in it), 2 parts
+    // Distinct references: the reassembler drops a completed message's parts if they come
+    // again with the same reference.
+    for (reference, mode) in [(7, LongMessageMode::Udh8), (8, LongMessageMode::Sar)] {
         let opts = TextOptions {
             long: mode,
             ..TextOptions::default()
         };
-        let parts = encode_submits(&submit("14155552671", ""), &body, 7, &opts).unwrap();
+        let parts = encode_submits(&submit("14155552671", ""), &body, reference, &opts).unwrap();
         assert!(parts.len() > 1);
         let mut ids = Vec::new();
         for p in parts {

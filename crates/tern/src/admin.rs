@@ -141,6 +141,8 @@ async fn bootstrap(args: BootstrapArgs) -> anyhow::Result<()> {
         phone_numbers: numbers,
         smpp_system_id: smpp.system_id,
         smpp_password: smpp.password,
+        smpp_address: String::new(),
+        operator_token: None,
     };
     if let Some(path) = &args.credentials {
         write_credentials(path, &creds)?;
@@ -448,6 +450,8 @@ mod tests {
             phone_numbers: vec![],
             smpp_system_id: login.system_id.clone(),
             smpp_password: login.password.clone(),
+            smpp_address: String::new(),
+            operator_token: None,
         }
     }
 
@@ -569,6 +573,8 @@ mod tests {
             phone_numbers: vec!["+14155550100".into()],
             smpp_system_id: "tern12345678".into(),
             smpp_password: "abcdEFG1".into(),
+            smpp_address: "127.0.0.1:2775".into(),
+            operator_token: Some("op".into()),
         };
         write_credentials(&path, &c).unwrap();
         use std::os::unix::fs::PermissionsExt;

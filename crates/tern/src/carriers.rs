@@ -27,7 +27,10 @@ pub struct Carriers {
 }
 
 impl Carriers {
-    pub async fn start(config: &Config, events: mpsc::Sender<CarrierEvent>) -> anyhow::Result<Carriers> {
+    pub async fn start(
+        config: &Config,
+        events: mpsc::Sender<CarrierEvent>,
+    ) -> anyhow::Result<Carriers> {
         let mut simulators = Vec::new();
         let declared = if config.carriers.is_empty() {
             // A fresh password per start: the simulators live and die with this process.
@@ -43,8 +46,7 @@ impl Carriers {
                 })
                 .await
                 .with_context(|| format!("cannot start the built-in carrier simulator {id}"))?;
-                let mut c =
-                    SmppCarrierConfig::new(id, &smsc.addr().to_string(), "tern", &password);
+                let mut c = SmppCarrierConfig::new(id, &smsc.addr().to_string(), "tern", &password);
                 // Loopback: a deep window keeps one bind far from being the bottleneck.
                 c.window = 100;
                 c.reconnect_max_ms = 2_000;
@@ -62,7 +64,10 @@ impl Carriers {
             smpp.push(carrier);
         }
         for c in &smpp {
-            if tokio::time::timeout(BIND_WAIT, c.wait_until_bound()).await.is_err() {
+            if tokio::time::timeout(BIND_WAIT, c.wait_until_bound())
+                .await
+                .is_err()
+            {
                 tracing::warn!(carrier = %c.status().id, "carrier not bound yet; messages wait for it");
             }
         }

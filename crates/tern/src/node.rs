@@ -36,6 +36,12 @@ pub struct Credentials {
     pub smpp_system_id: String,
     #[serde(default)]
     pub smpp_password: String,
+    /// Where the SMPP server listens (`host:port`); empty when not known (bootstrap).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub smpp_address: String,
+    /// The bearer token of the operator API, when this file's node made one (`tern up`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub operator_token: Option<String>,
 }
 
 pub fn load_config(path: Option<&Path>) -> anyhow::Result<Config> {
@@ -247,8 +253,8 @@ pub async fn run(
     let carriers = Carriers::start(&config, events_tx).await?;
     let inbound_carrier = (!carriers.simulators.is_empty()).then(|| BUILT_IN[0].to_string());
     let smpp_settings = config.smpp.clone();
-    let engine = Engine::new(store.clone(), queue, carriers.as_dyn(), config)
-        .map_err(anyhow::Error::msg)?;
+    let engine =
+        Engine::new(store.clone(), queue, carriers.as_dyn(), config).map_err(anyhow::Error::msg)?;
     engine.start(events_rx).await?;
     let smpp_server = SmppServer::new(
         engine.clone(),

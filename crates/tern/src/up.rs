@@ -55,18 +55,30 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     } else {
         None
     };
-    let (account, numbers, smpp) = node::bootstrap(&*backend.store(), previous.as_ref()).await?;
+    let (account, numbers, login) = node::bootstrap(&*backend.store(), previous.as_ref()).await?;
     let listener = node::listen(args.listen).await?;
     let addr = listener.local_addr()?;
     let smpp = node::listen(args.smpp_listen).await?;
     let smpp_addr = smpp.local_addr()?;
+    // The operator API is on for the laptop node unless the config names its own token;
+    // the token stays the same across restarts of one data directory.
+    let mut config = config;
+    if config.operator.token.is_none() && config.operator.token_env.is_none() {
+        let token = previous
+            .as_ref()
+            .and_then(|p| p.operator_token.clone())
+            .unwrap_or_else(tern_api::new_auth_token);
+        config.operator.token = Some(token);
+    }
     let creds = Credentials {
         account_sid: account.sid.to_string(),
         auth_token: account.auth_token.clone(),
         api_base_url: format!("http://{addr}"),
         phone_numbers: numbers,
-        smpp_system_id: smpp.system_id,
-        smpp_password: smpp.password,
+        smpp_system_id: login.system_id,
+        smpp_password: login.password,
+        smpp_address: smpp_addr.to_string(),
+        operator_token: config.operator.token.clone(),
     };
     write_credentials(&args.data_dir, &creds)?;
     let queue = node::open_queue(&config).await?;

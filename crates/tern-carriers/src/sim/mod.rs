@@ -57,7 +57,6 @@ impl SimCarrier {
             done_date: Some(chrono::Utc::now().format("%y%m%d%H%M").to_string()),
         }
     }
-
 }
 
 #[async_trait]
@@ -123,7 +122,7 @@ mod tests {
 
     #[tokio::test]
     async fn receipts_follow_the_prefix_rules() {
-        let (tx, mut rx) = mpsc::unbounded_channel();
+        let (tx, mut rx) = mpsc::channel(16);
         let config = SimConfig {
             receipt_delay_ms: 1,
             rules: vec![

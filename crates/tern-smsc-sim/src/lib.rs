@@ -128,7 +128,7 @@ impl Smsc {
         };
 
         // Ids start from the clock so a restarted simulator does not reissue old ids.
-        let first_id = u64::try_from(chrono::Utc::now().timestamp_millis()).unwrap_or(1) << 16;
+        let first_id = store::first_sequence(chrono::Utc::now().timestamp_millis());
         let (schedule, schedule_rx) = mpsc::unbounded_channel();
         let (shutdown, _) = watch::channel(false);
         let (faults, _) = watch::channel(Arc::new(config.faults.clone()));

@@ -56,8 +56,6 @@ pub(crate) struct Store {
     capacity: usize,
     /// Sequence number of `records[0]`.
     first: u64,
-    /// The first sequence number of this life: ids below it come from an earlier one.
-    born: u64,
     records: VecDeque<Record>,
 }
 
@@ -69,7 +67,6 @@ impl Store {
             format,
             capacity: capacity.max(1),
             first,
-            born: first,
             records: VecDeque::new(),
         }
     }

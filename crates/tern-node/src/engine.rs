@@ -360,6 +360,10 @@ impl Engine {
         let Some(url) = m.status_callback.clone() else {
             return Vec::new();
         };
+        // SMPP receipts report outcomes only: no job for the steps on the way.
+        if url.starts_with(SMPP_CALLBACK_SCHEME) && !to.is_terminal() {
+            return Vec::new();
+        }
         let job = WebhookJob {
             purpose: Purpose::Status,
             account_sid: m.account_sid,

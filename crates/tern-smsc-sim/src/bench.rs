@@ -34,6 +34,9 @@ pub struct BenchOptions {
     pub receipt_timeout: Duration,
     /// The message text (GSM-7, `data_coding` 0).
     pub body: String,
+    /// Sender and recipient of every submit.
+    pub source: Address,
+    pub destination: Address,
 }
 
 impl Default for BenchOptions {
@@ -46,6 +49,8 @@ impl Default for BenchOptions {
             receipts: true,
             receipt_timeout: Duration::from_secs(60),
             body: "Tern benchmark message".into(),
+            source: Address::new(5, 0, "TernBench"),
+            destination: Address::new(1, 1, "15555550100"),
         }
     }
 }
@@ -142,8 +147,8 @@ pub async fn bench_bind(addr: &str, opts: &BenchOptions) -> Result<BenchFigures,
     };
 
     let template = SubmitSm {
-        source: Address::new(5, 0, "TernBench"),
-        destination: Address::new(1, 1, "15555550100"),
+        source: opts.source.clone(),
+        destination: opts.destination.clone(),
         registered_delivery: u8::from(opts.receipts),
         short_message: opts.body.as_bytes().to_vec(),
         ..SubmitSm::default()

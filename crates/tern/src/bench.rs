@@ -15,6 +15,32 @@ pub enum BenchCommand {
     /// Accepted messages/s with p50/p99 latency, then end-to-end messages/s
     /// (accept → simulated carrier → delivered → status callback received).
     Messages(MessagesArgs),
+    /// submit_sm/s over one SMPP bind, with every delivery receipt awaited, at each window:
+    /// against a simulator (`--addr`, or one started in-process) or end to end through a
+    /// node's customer SMPP server (`--credentials`: submit → store → carrier → receipt →
+    /// store → deliver_sm back).
+    Smpp(SmppArgs),
+}
+
+#[derive(clap::Args)]
+pub struct SmppArgs {
+    /// An SMSC to bind to (e.g. `tern sim smsc`); default: a simulator in this process.
+    #[arg(long, conflicts_with = "credentials")]
+    addr: Option<String>,
+    #[arg(long, default_value = "tern")]
+    system_id: String,
+    #[arg(long, default_value = "")]
+    password: String,
+    /// A node's `credentials.json`: bind to its SMPP server with its login and send from
+    /// its first number.
+    #[arg(long)]
+    credentials: Option<PathBuf>,
+    /// Windows to measure, one run each.
+    #[arg(long, value_delimiter = ',', default_value = "10,100")]
+    windows: Vec<usize>,
+    /// Submits per run.
+    #[arg(long, default_value_t = 200_000)]
+    count: u64,
 }
 
 #[derive(clap::Args)]
@@ -36,7 +62,70 @@ pub struct MessagesArgs {
 pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
     match cmd {
         BenchCommand::Messages(args) => messages(args).await,
+        BenchCommand::Smpp(args) => smpp(args).await,
     }
+}
+
+async fn smpp(args: SmppArgs) -> anyhow::Result<()> {
+    use tern_smpp::pdu::Address;
+    use tern_smsc_sim::{BenchOptions, Smsc, SmscConfig, bench_bind};
+    let mut base = BenchOptions::default();
+    let mut simulator = None;
+    let addr = match (&args.addr, &args.credentials) {
+        (Some(addr), _) => {
+            base.system_id = args.system_id.clone();
+            base.password = args.password.clone();
+            addr.clone()
+        }
+        (None, Some(path)) => {
+            let creds: Credentials = serde_json::from_slice(
+                &std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?,
+            )
+            .with_context(|| format!("{} is not a credentials.json", path.display()))?;
+            anyhow::ensure!(
+                !creds.smpp_address.is_empty() && !creds.smpp_system_id.is_empty(),
+                "{} names no SMPP server or login (written by an older tern up?)",
+                path.display()
+            );
+            let from = creds
+                .phone_numbers
+                .first()
+                .context("the credentials list no phone number")?;
+            base.system_id = creds.smpp_system_id;
+            base.password = creds.smpp_password;
+            base.source = Address::new(1, 1, from.trim_start_matches('+'));
+            base.destination = Address::new(1, 1, "14155552671");
+            creds.smpp_address
+        }
+        (None, None) => {
+            let sim = Smsc::start(SmscConfig {
+                listen: "127.0.0.1:0".into(),
+                ..SmscConfig::default()
+            })
+            .await?;
+            let addr = sim.addr().to_string();
+            simulator = Some(sim);
+            addr
+        }
+    };
+    println!(
+        "SMPP bench against {addr}: {} submits per run, one transceiver bind",
+        args.count
+    );
+    for window in &args.windows {
+        let opts = BenchOptions {
+            window: *window,
+            count: args.count,
+            ..base.clone()
+        };
+        let figures = bench_bind(&addr, &opts).await?;
+        println!("{figures}");
+    }
+    if let Some(sim) = simulator {
+        println!("simulator: {}", sim.stats().summary());
+        sim.shutdown().await;
+    }
+    Ok(())
 }
 
 struct Target {

@@ -5,6 +5,7 @@
 pub mod credentials;
 pub mod keywords;
 pub mod lifecycle;
+pub mod network;
 pub mod routing;
 pub mod send;
 

@@ -50,6 +50,8 @@ pub trait OperatorView: Send + Sync + 'static {
     fn carriers(&self) -> serde_json::Value;
     /// Every customer SMPP bind.
     fn customer_binds(&self) -> serde_json::Value;
+    /// Every carrier × route path: health, estimates, share, recent transitions.
+    fn network(&self) -> serde_json::Value;
 }
 
 pub struct Operator {
@@ -98,6 +100,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/sim/v1/Inbound", post(ops::sim_inbound))
         .route("/v1/Operator/Carriers", get(ops::operator_carriers))
         .route("/v1/Operator/SmppBinds", get(ops::operator_smpp_binds))
+        .route("/v1/Operator/Network", get(ops::operator_network))
         .route(
             "/2010-04-01/Accounts.json",
             get(accounts::list).post(accounts::create),

@@ -147,3 +147,12 @@ pub async fn operator_smpp_binds(
     let view = operator(&s, &headers, "/v1/Operator/SmppBinds")?;
     Ok(Json(json!({ "binds": view.customer_binds() })))
 }
+
+/// `GET /v1/Operator/Network`: the Super Network's view of every carrier path.
+pub async fn operator_network(
+    State(s): State<Arc<AppState>>,
+    headers: HeaderMap,
+) -> ApiResult<Json<serde_json::Value>> {
+    let view = operator(&s, &headers, "/v1/Operator/Network")?;
+    Ok(Json(json!({ "paths": view.network() })))
+}

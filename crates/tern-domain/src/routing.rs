@@ -91,13 +91,14 @@ impl RouteTable {
         &self.routes
     }
 
-    /// The carriers for `to` (an E.164 number), most preferred first; `None` when no
-    /// route matches.
+    /// The route that serves `to` (an E.164 number): the longest matching prefix.
+    pub fn route_for(&self, to: &str) -> Option<&Route> {
+        self.routes.iter().find(|r| to.starts_with(&r.prefix))
+    }
+
+    /// The carriers for `to`, most preferred first; `None` when no route matches.
     pub fn carriers_for(&self, to: &str) -> Option<&[String]> {
-        self.routes
-            .iter()
-            .find(|r| to.starts_with(&r.prefix))
-            .map(|r| r.carriers.as_slice())
+        self.route_for(to).map(|r| r.carriers.as_slice())
     }
 
     /// The carrier for attempt number `attempt` (0 for the first) of a message to `to`:

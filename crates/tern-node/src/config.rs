@@ -22,6 +22,8 @@ pub struct Config {
     pub operator: OperatorConfig,
     pub webhooks: WebhookConfig,
     pub messaging: MessagingConfig,
+    /// The Super Network: learned carrier ranking (`learn`) and its health thresholds.
+    pub network: crate::network::NetworkConfig,
     /// `[[route]]` tables: which carriers serve which destinations. None means every
     /// carrier serves every destination, in declaration order.
     #[serde(rename = "route")]

@@ -18,7 +18,9 @@ use tern_webhooks::{Attempt, WebhookClient, WebhookRequest, backoff};
 use tokio::sync::{Semaphore, mpsc};
 use tracing::{Instrument, debug, info_span, warn};
 
+use crate::network::Brain;
 use crate::{Config, callbacks, now_ms};
+use tern_domain::network::{PathKey, PathView, Signal};
 
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
@@ -117,6 +119,7 @@ pub struct Engine {
     route_permits: Arc<Semaphore>,
     webhook_permits: Arc<Semaphore>,
     customer_links: std::sync::OnceLock<Arc<dyn CustomerLinks>>,
+    brain: Brain,
 }
 
 fn token() -> String {
@@ -155,6 +158,7 @@ impl Engine {
             Duration::from_millis(config.webhooks.timeout_ms),
         )
         .map_err(|e| e.to_string())?;
+        let brain = Brain::new(&config.network);
         Ok(Arc::new(Engine {
             route_permits: Arc::new(Semaphore::new(config.messaging.concurrency.max(1))),
             webhook_permits: Arc::new(Semaphore::new(config.webhooks.concurrency.max(1))),
@@ -166,11 +170,32 @@ impl Engine {
             config,
             chains: Mutex::new(HashMap::new()),
             customer_links: std::sync::OnceLock::new(),
+            brain,
         }))
     }
 
     pub fn store(&self) -> &Arc<dyn Store> {
         &self.store
+    }
+
+    /// Every carrier × route path the Super Network knows, with its health and estimates.
+    pub fn network_snapshot(&self) -> Vec<PathView> {
+        self.brain.snapshot()
+    }
+
+    /// The path a message to `to` on `carrier` takes: the carrier and its route's prefix.
+    fn path(&self, carrier: &str, to: &str) -> PathKey {
+        let prefix = self.routes.route_for(to).map_or("+", |r| r.prefix.as_str());
+        PathKey::new(carrier, prefix)
+    }
+
+    async fn network_loop(self: Arc<Self>) {
+        let mut tick = tokio::time::interval(Duration::from_millis(100));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        loop {
+            tick.tick().await;
+            self.brain.tick();
+        }
     }
 
     /// Connects the customer SMPP server, which is built after the engine (it sends
@@ -193,6 +218,7 @@ impl Engine {
         tokio::spawn(self.clone().webhook_loop());
         tokio::spawn(self.clone().event_loop(events));
         tokio::spawn(self.clone().sweep_loop());
+        tokio::spawn(self.clone().network_loop());
         Ok(())
     }
 
@@ -542,12 +568,7 @@ impl Engine {
 
     async fn submit(&self, m: &Message, job: &Job) -> Result<(), StoreError> {
         let now = now_ms();
-        let route = self.routes.carriers_for(&m.to).unwrap_or_default();
-        let Some(carrier) = self
-            .routes
-            .pick(&m.to, job.attempts)
-            .and_then(|id| self.carriers.get(id))
-        else {
+        let Some(route) = self.routes.route_for(&m.to) else {
             // The route table changed since the message was accepted.
             let mut t = self.transition_with_error(
                 m,
@@ -558,6 +579,22 @@ impl Engine {
             t.done_job = Some(job.id);
             return self.apply_or_reload(t).await;
         };
+        let Some(carrier) = self
+            .brain
+            .pick(&route.prefix, &route.carriers, &m.sid, job.attempts)
+            .and_then(|id| self.carriers.get(&id))
+        else {
+            let mut t = self.transition_with_error(
+                m,
+                MessageStatus::Failed,
+                ErrorCode::Unknown.code(),
+                now,
+            );
+            t.done_job = Some(job.id);
+            return self.apply_or_reload(t).await;
+        };
+        let key = PathKey::new(carrier.id(), route.prefix.as_str());
+        let route = &route.carriers;
         let sms = OutboundSms {
             message_sid: m.sid,
             from: m.from.clone().unwrap_or_default(),
@@ -566,8 +603,24 @@ impl Engine {
             validity_secs: m.validity_secs,
         };
         let last_attempt = job.attempts + 1 >= self.config.messaging.max_submit_attempts;
-        match carrier.submit(&sms).await {
+        let started = std::time::Instant::now();
+        let result = carrier.submit(&sms).await;
+        self.brain.observe(
+            &key,
+            match &result {
+                Ok(_) => Signal::SubmitOk {
+                    latency_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+                },
+                Err(SubmitError::Retryable(_)) => Signal::SubmitRetryable,
+                Err(SubmitError::Permanent { .. }) => Signal::SubmitRefused,
+            },
+        );
+        if result.is_err() {
+            self.brain.failed(m.sid, carrier.id());
+        }
+        match result {
             Ok(id) => {
+                self.brain.sent(m.sid, key.clone());
                 let mut t = self.transition(m, MessageStatus::Sent, now);
                 t.carrier = Some((carrier.id().to_string(), id));
                 t.done_job = Some(job.id);
@@ -658,6 +711,13 @@ impl Engine {
             metrics::counter!("tern_receipts_duplicate_total").increment(1);
             return Ok(true);
         }
+        let latency = m.sent.map_or(0, |s| (now_ms() - s).max(0) as u64);
+        self.brain.receipt(
+            m.sid,
+            self.path(&r.carrier, &m.to),
+            to == MessageStatus::Delivered,
+            latency,
+        );
         let mut t = Transition::new(m.sid, m.status, to, now_ms());
         t.error_code = code;
         t.raw_dlr_done_date = r.done_date.clone();

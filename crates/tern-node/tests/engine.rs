@@ -296,3 +296,79 @@ async fn a_message_the_carrier_never_takes_fails_when_its_validity_runs_out() {
         (MessageStatus::Failed, Some(30001))
     );
 }
+
+/// Carrier `a` refuses everything at submission (permanent), `b` delivers: every message
+/// still ends delivered (failover along the route), and the Super Network marks `a`'s
+/// path down so later messages go to `b` first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refusing_carrier_is_routed_around_and_marked_down() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = node(dir.path(), true, None).await;
+    let (store, account, number) = (
+        base.store.clone(),
+        base.account.clone(),
+        base.number.clone(),
+    );
+    let queue = Arc::new(InProcessQueue::new());
+    tokio::spawn(queue.clone().run_timer());
+    let (tx, rx) = tokio::sync::mpsc::channel(1024);
+    let refusing = tern_carriers::sim::SimConfig {
+        receipt_delay_ms: 5,
+        rules: vec![tern_carriers::sim::SimRule {
+            prefix: "+".into(),
+            outcome: tern_carriers::sim::SimOutcome::Rejected,
+            error_code: Some(30007),
+        }],
+    };
+    let healthy = tern_carriers::sim::SimConfig {
+        receipt_delay_ms: 5,
+        rules: vec![],
+    };
+    let a: Arc<dyn Carrier> = Arc::new(SimCarrier::new("a", refusing, tx.clone()));
+    let b: Arc<dyn Carrier> = Arc::new(SimCarrier::new("b", healthy, tx));
+    let mut config = Config::default();
+    config.routes.push(tern_node::config::RouteConfig {
+        prefix: "+".into(),
+        carriers: vec!["a".into(), "b".into()],
+    });
+    let engine = Engine::new(store.clone(), queue, vec![a, b], config).unwrap();
+    engine.start(rx).await.unwrap();
+    let mut sids = Vec::new();
+    for i in 0..40 {
+        let params = SendParams {
+            to: Some(format!("+1415555{:04}", 2000 + i)),
+            from: Some(number.phone_number.clone()),
+            body: Some("failover".into()),
+            ..Default::default()
+        };
+        sids.push(engine.send(&account, &params).await.unwrap().sid);
+    }
+    tokio::time::timeout(Duration::from_secs(60), async {
+        loop {
+            let mut done = 0;
+            for sid in &sids {
+                let m = store.message(*sid).await.unwrap().unwrap();
+                if m.status == MessageStatus::Delivered {
+                    assert_eq!(m.carrier.as_deref(), Some("b"));
+                    done += 1;
+                }
+            }
+            if done == sids.len() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("every message delivered through b");
+    let paths = engine.network_snapshot();
+    let a_path = paths
+        .iter()
+        .find(|p| p.key.carrier == "a")
+        .expect("a's path is known");
+    assert_eq!(
+        a_path.health,
+        tern_domain::network::Health::Down,
+        "{a_path:?}"
+    );
+}

@@ -224,6 +224,7 @@ pub struct Listeners {
 struct OperatorView {
     carriers: Vec<Arc<tern_carriers::smpp::SmppCarrier>>,
     smpp_server: Arc<SmppServer>,
+    engine: Arc<Engine>,
 }
 
 impl tern_api::OperatorView for OperatorView {
@@ -234,6 +235,10 @@ impl tern_api::OperatorView for OperatorView {
 
     fn customer_binds(&self) -> serde_json::Value {
         serde_json::to_value(self.smpp_server.binds()).unwrap_or_default()
+    }
+
+    fn network(&self) -> serde_json::Value {
+        serde_json::to_value(self.engine.network_snapshot()).unwrap_or_default()
     }
 }
 
@@ -270,6 +275,7 @@ pub async fn run(
         view: Arc::new(OperatorView {
             carriers: carriers.smpp.clone(),
             smpp_server: smpp_server.clone(),
+            engine: engine.clone(),
         }),
     });
     let state = Arc::new(AppState {

@@ -637,6 +637,7 @@ impl Engine {
                 Ok(())
             }
             Err(SubmitError::Permanent { code, reason }) => {
+                self.brain.routed(&m.sid);
                 debug!(%reason, code, "carrier refused the message");
                 let mut t = self.transition_with_error(m, MessageStatus::Failed, code, now);
                 t.done_job = Some(job.id);
@@ -645,6 +646,7 @@ impl Engine {
             Err(SubmitError::Retryable(reason)) => {
                 metrics::counter!("tern_carrier_submit_retries_total", "carrier" => carrier.id().to_string()).increment(1);
                 if last_attempt {
+                    self.brain.routed(&m.sid);
                     let mut t = self.transition_with_error(
                         m,
                         MessageStatus::Failed,

@@ -112,6 +112,7 @@ enum Command {
 pub struct Link {
     commands: mpsc::UnboundedSender<Command>,
     window: Arc<Semaphore>,
+    window_size: usize,
     peer: SocketAddr,
 }
 
@@ -133,7 +134,8 @@ pub fn spawn(
     stream.set_nodelay(true)?;
     let (commands, command_rx) = mpsc::unbounded_channel();
     let (incoming_tx, incoming) = mpsc::channel(config.inbound_window.max(1) + 16);
-    let window = Arc::new(Semaphore::new(config.window.max(1)));
+    let window_size = config.window.max(1);
+    let window = Arc::new(Semaphore::new(window_size));
     let response_timeout = config.response_timeout;
     let session = Session::new(role, config, now());
     let driver = Driver {
@@ -151,6 +153,7 @@ pub fn spawn(
         Link {
             commands,
             window,
+            window_size,
             peer,
         },
         incoming,
@@ -195,8 +198,9 @@ impl Link {
     }
 
     /// Requests currently holding a window slot.
-    pub fn in_flight(&self, window: usize) -> usize {
-        window.saturating_sub(self.window.available_permits())
+    pub fn in_flight(&self) -> usize {
+        self.window_size
+            .saturating_sub(self.window.available_permits())
     }
 
     /// Waits for a window slot, sends the request and returns its response (check its

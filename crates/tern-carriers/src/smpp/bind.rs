@@ -69,7 +69,6 @@ pub struct Conn {
     /// The `bind` metrics label: the slot number, plus `-tx`/`-rx` for split slots.
     pub label: String,
     carrier: String,
-    window: usize,
     state: Mutex<ConnState>,
 }
 
@@ -86,7 +85,7 @@ pub fn mode_name(kind: BindKind) -> &'static str {
 }
 
 impl Conn {
-    pub fn new(carrier: &str, slot: u16, kind: BindKind, window: usize) -> Self {
+    pub fn new(carrier: &str, slot: u16, kind: BindKind) -> Self {
         let label = match kind {
             BindKind::Transceiver => slot.to_string(),
             BindKind::Transmitter => format!("{slot}-tx"),
@@ -97,7 +96,6 @@ impl Conn {
             kind,
             label,
             carrier: carrier.to_owned(),
-            window,
             state: Mutex::new(ConnState {
                 link: None,
                 state: BindState::Connecting,
@@ -136,7 +134,7 @@ impl Conn {
             state: s.state.clone(),
             system_id: s.peer_system_id.clone(),
             since: s.since.clone(),
-            in_flight: s.link.as_ref().map_or(0, |l| l.in_flight(self.window)),
+            in_flight: s.link.as_ref().map_or(0, |l| l.in_flight()),
             last_error: s.last_error.clone(),
         }
     }
@@ -335,7 +333,7 @@ mod tests {
 
     #[test]
     fn status_serialises_flat() {
-        let conn = Conn::new("acme", 2, BindKind::Transmitter, 10);
+        let conn = Conn::new("acme", 2, BindKind::Transmitter);
         conn.set_state(BindState::Backoff {
             until: "2024-01-01T00:00:00.000Z".into(),
         });

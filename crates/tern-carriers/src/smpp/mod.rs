@@ -216,12 +216,7 @@ impl SmppCarrier {
                 BindMode::TransmitterReceiver => &[BindKind::Transmitter, BindKind::Receiver],
             };
             for kind in kinds {
-                conns.push(Arc::new(Conn::new(
-                    &settings.id,
-                    slot,
-                    *kind,
-                    settings.window,
-                )));
+                conns.push(Arc::new(Conn::new(&settings.id, slot, *kind)));
             }
         }
         let now = Instant::now();

@@ -1,6 +1,6 @@
-//! Tern's Twilio-compatible REST API: Accounts, Keys, IncomingPhoneNumbers and Messages
-//! (2010-04-01), Messaging Services (v1), SMPP credentials (a Tern extension in v1's
-//! style), plus health, readiness, metrics and the simulated carrier's inbound endpoint.
+//! Tern's Twilio-compatible REST API: Accounts, Keys, IncomingPhoneNumbers, Messages and
+//! their Feedback (2010-04-01), Messaging Services (v1), SMPP credentials (a Tern extension in
+//! v1's style), plus health, readiness, metrics and the simulated carrier's inbound endpoint.
 
 mod accounts;
 pub mod auth;
@@ -138,6 +138,14 @@ pub fn router(state: Arc<AppState>) -> Router {
             get(messages::fetch)
                 .post(messages::update)
                 .delete(messages::delete),
+        )
+        .route(
+            &format!("{v2010}/{{account}}/Messages/{{message}}/Feedback.json"),
+            post(messages::feedback),
+        )
+        .route(
+            &format!("{v2010}/{{account}}/Messages/{{message}}/Feedback"),
+            post(messages::feedback),
         )
         .route("/v1/Services", get(services::list).post(services::create))
         .route(

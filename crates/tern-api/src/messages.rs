@@ -1,5 +1,5 @@
 //! Messages: create (send), fetch, list with filters and paging, update (redact, cancel),
-//! delete.
+//! delete; and their Feedback subresource.
 
 use std::sync::Arc;
 
@@ -10,7 +10,7 @@ use axum::http::{HeaderMap, StatusCode};
 use chrono::{Duration, NaiveTime};
 use serde_json::Value;
 use tern_domain::SendParams;
-use tern_store::{Account, Message, MessageQuery};
+use tern_store::{Account, FeedbackOutcome, Message, MessageQuery};
 use tern_types::{ErrorCode, Sid, SidPrefix};
 use tracing::Instrument;
 
@@ -198,4 +198,36 @@ pub async fn delete(
     }
     s.store.delete_message(m.sid).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// `POST Messages/{Sid}/Feedback.json`: whether the recipient of a message sent with
+/// `ProvideFeedback=true` performed the tracked action (`Outcome`, `confirmed` when
+/// absent: the point of posting is to confirm, as the message starts out unconfirmed).
+/// Posting again replaces the outcome. 200, as the 2010-04-01 OpenAPI file answers.
+pub async fn feedback(
+    State(s): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path((acct, message)): Path<(String, String)>,
+    body: Bytes,
+) -> ApiResult<Json<Value>> {
+    let (_, a) = s.authorize(&headers, &acct).await?;
+    let path = format!("/2010-04-01/Accounts/{acct}/Messages/{message}/Feedback.json");
+    let sid =
+        Sid::parse_as(&message, SidPrefix::Message).map_err(|_| ApiError::not_found(&path))?;
+    let f = Params::parse(&body);
+    let outcome = match f.get("Outcome") {
+        None | Some("") => FeedbackOutcome::Confirmed,
+        Some(o) => FeedbackOutcome::parse(o).ok_or_else(|| {
+            ApiError::invalid(format!(
+                "Outcome must be confirmed or unconfirmed, not {o:?}"
+            ))
+        })?,
+    };
+    let span = tracing::info_span!("feedback", account_sid = %a.sid, message_sid = %sid);
+    let fb = s
+        .engine
+        .feedback(&a, sid, outcome.is_confirmed())
+        .instrument(span)
+        .await?;
+    Ok(Json(repr::feedback(&a, &fb)))
 }

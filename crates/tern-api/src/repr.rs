@@ -1,7 +1,7 @@
 //! JSON representations, field for field as Twilio's OpenAPI files give them.
 
 use serde_json::{Value, json};
-use tern_store::{Account, ApiKey, Message, MessagingService, PhoneNumber};
+use tern_store::{Account, ApiKey, Feedback, Message, MessagingService, PhoneNumber};
 use tern_types::ErrorCode;
 use tern_types::time::{from_millis, iso8601, rfc2822};
 
@@ -173,5 +173,20 @@ pub fn service_number(
         "service_sid": service.sid,
         "sid": n.sid,
         "url": format!("{base_url}/v1/Services/{}/PhoneNumbers/{}", service.sid, n.sid),
+    })
+}
+
+/// `api.v2010.account.message.message_feedback`.
+pub fn feedback(a: &Account, f: &Feedback) -> Value {
+    json!({
+        "account_sid": a.sid,
+        "message_sid": f.message_sid,
+        "outcome": f.outcome.as_str(),
+        "date_created": date(f.created),
+        "date_updated": date(f.updated),
+        "uri": format!(
+            "/2010-04-01/Accounts/{}/Messages/{}/Feedback.json",
+            a.sid, f.message_sid
+        ),
     })
 }

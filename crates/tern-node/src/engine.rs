@@ -12,7 +12,9 @@ use tern_carriers::{
 };
 use tern_domain::keywords::{self, Keyword};
 use tern_domain::{Route, RouteTable, SendParams, check_transition, plan_send};
-use tern_store::{Account, Message, NewJob, PhoneNumber, Store, StoreError, Transition};
+use tern_store::{
+    Account, Feedback, FeedbackOutcome, Message, NewJob, PhoneNumber, Store, StoreError, Transition,
+};
 use tern_types::{Direction, ErrorCode, MessageStatus, Sid, SidPrefix};
 use tern_webhooks::{Attempt, WebhookClient, WebhookRequest, backoff};
 use tokio::sync::{Semaphore, mpsc};
@@ -1115,5 +1117,54 @@ impl Engine {
                 }
             }
         }
+    }
+
+    // ---- Message Feedback ---------------------------------------------------------------
+
+    /// Records the customer's Message Feedback on message `sid` (Twilio's
+    /// `Messages/{Sid}/Feedback.json`): `confirmed` when the recipient demonstrably got it.
+    /// The message must be `account`'s and created with `ProvideFeedback=true`; otherwise
+    /// there is no such resource (20404). Posting again replaces the outcome.
+    ///
+    /// A first report, or one that changes the outcome, is a [`Signal::Feedback`] for the
+    /// path the message took, once a carrier took it; repeating an outcome is stored but not
+    /// counted again, so a client's retries do not weigh on the path.
+    pub async fn feedback(
+        &self,
+        account: &Account,
+        sid: Sid,
+        confirmed: bool,
+    ) -> Result<Feedback, EngineError> {
+        let not_found = || EngineError::Rejected {
+            code: ErrorCode::NotFound,
+            message: format!(
+                "The requested resource /2010-04-01/Accounts/{}/Messages/{sid}/Feedback.json \
+                 was not found",
+                account.sid
+            ),
+        };
+        let m = match self.store.message(sid).await? {
+            Some(m) if m.account_sid == account.sid && m.provide_feedback => m,
+            _ => return Err(not_found()),
+        };
+        let outcome = if confirmed {
+            FeedbackOutcome::Confirmed
+        } else {
+            FeedbackOutcome::Unconfirmed
+        };
+        // `None`: the message was deleted since it was read.
+        let set = self
+            .store
+            .set_feedback(sid, outcome, now_ms())
+            .await?
+            .ok_or_else(not_found)?;
+        if set.previous != Some(outcome)
+            && let Some(carrier) = &m.carrier
+        {
+            self.brain
+                .observe(&self.path(carrier, &m.to), Signal::Feedback { confirmed });
+        }
+        debug!(message_sid = %sid, outcome = outcome.as_str(), "message feedback");
+        Ok(set.feedback)
     }
 }

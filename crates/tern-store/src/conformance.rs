@@ -68,6 +68,7 @@ pub async fn run_all(store: Arc<dyn Store>) {
     opt_outs_toggle(&*store).await;
     services_pool_and_round_robin(&*store).await;
     smpp_credentials_are_unique_per_system_id_and_scoped_to_their_account(&*store).await;
+    feedback_is_one_outcome_per_message_and_reports_what_it_replaced(&*store).await;
 }
 
 async fn accounts_and_subaccounts(s: &dyn Store) {
@@ -435,4 +436,95 @@ async fn smpp_credentials_are_unique_per_system_id_and_scoped_to_their_account(s
         Some(reissued.clone())
     );
     assert_eq!(s.smpp_credentials(b.sid).await.unwrap(), vec![b1, reissued]);
+}
+
+async fn feedback_is_one_outcome_per_message_and_reports_what_it_replaced(s: &dyn Store) {
+    use FeedbackOutcome::{Confirmed, Unconfirmed};
+    let a = account(None);
+    s.create_account(a.clone()).await.unwrap();
+    let mut m = message(a.sid, 10, "+14155552671");
+    m.provide_feedback = true;
+    s.insert_message(m.clone(), vec![]).await.unwrap();
+    let other = message(a.sid, 11, "+14155552672");
+    s.insert_message(other.clone(), vec![]).await.unwrap();
+
+    // No message, no feedback: nothing is written.
+    let missing = Sid::generate(SidPrefix::Message);
+    assert_eq!(s.set_feedback(missing, Confirmed, 20).await.unwrap(), None);
+    assert_eq!(s.feedback(missing).await.unwrap(), None);
+    assert_eq!(s.feedback(m.sid).await.unwrap(), None);
+
+    // The first report creates it.
+    let first = s.set_feedback(m.sid, Confirmed, 20).await.unwrap().unwrap();
+    let created = Feedback {
+        message_sid: m.sid,
+        outcome: Confirmed,
+        created: 20,
+        updated: 20,
+    };
+    assert_eq!(
+        first,
+        FeedbackSet {
+            feedback: created.clone(),
+            previous: None
+        }
+    );
+    assert_eq!(s.feedback(m.sid).await.unwrap(), Some(created));
+
+    // A later one replaces the outcome and moves `updated`, keeping `created`.
+    let flip = s
+        .set_feedback(m.sid, Unconfirmed, 30)
+        .await
+        .unwrap()
+        .unwrap();
+    let flipped = Feedback {
+        message_sid: m.sid,
+        outcome: Unconfirmed,
+        created: 20,
+        updated: 30,
+    };
+    assert_eq!(flip.feedback, flipped);
+    assert_eq!(flip.previous, Some(Confirmed));
+    assert_eq!(s.feedback(m.sid).await.unwrap(), Some(flipped));
+
+    // Repeating an outcome is an update too, and says what it repeated.
+    let again = s
+        .set_feedback(m.sid, Unconfirmed, 40)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(again.previous, Some(Unconfirmed));
+    assert_eq!((again.feedback.created, again.feedback.updated), (20, 40));
+
+    // A clock behind the first report never puts `updated` before `created`.
+    let behind = s.set_feedback(m.sid, Confirmed, 5).await.unwrap().unwrap();
+    assert_eq!(behind.previous, Some(Unconfirmed));
+    assert_eq!(
+        (
+            behind.feedback.outcome,
+            behind.feedback.created,
+            behind.feedback.updated
+        ),
+        (Confirmed, 20, 20)
+    );
+
+    // Each message has its own; the store does not judge ProvideFeedback.
+    assert_eq!(s.feedback(other.sid).await.unwrap(), None);
+    let o = s
+        .set_feedback(other.sid, Unconfirmed, 50)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((o.feedback.outcome, o.previous), (Unconfirmed, None));
+    assert_eq!(s.feedback(m.sid).await.unwrap().unwrap().outcome, Confirmed);
+
+    // Deleting a message deletes its feedback, and it cannot be reported any more.
+    assert!(s.delete_message(m.sid).await.unwrap());
+    assert_eq!(s.feedback(m.sid).await.unwrap(), None);
+    assert_eq!(s.set_feedback(m.sid, Confirmed, 60).await.unwrap(), None);
+    assert_eq!(s.feedback(m.sid).await.unwrap(), None);
+    assert_eq!(
+        s.feedback(other.sid).await.unwrap().unwrap().outcome,
+        Unconfirmed
+    );
 }

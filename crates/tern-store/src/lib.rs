@@ -128,6 +128,20 @@ pub trait Store: Send + Sync + 'static {
         limit: u32,
     ) -> Result<Vec<Message>>;
 
+    // Message Feedback
+    /// Records `outcome` as message `message`'s feedback at `at`: the first report creates
+    /// it (created = updated = `at`), a later one replaces the outcome and moves `updated`.
+    /// `None` if there is no such message. Whether the message asked for feedback is the
+    /// caller's rule, not the store's.
+    async fn set_feedback(
+        &self,
+        message: Sid,
+        outcome: FeedbackOutcome,
+        at: i64,
+    ) -> Result<Option<FeedbackSet>>;
+    /// The message's feedback, if any was reported. Deleting the message deletes it.
+    async fn feedback(&self, message: Sid) -> Result<Option<Feedback>>;
+
     // Opt-outs (per account and handset)
     async fn set_opt_out(
         &self,

@@ -233,6 +233,54 @@ impl Message {
     }
 }
 
+/// What a customer reported about a message through Twilio's Message Feedback resource:
+/// whether the recipient demonstrably got it (`confirmed`) or not (`unconfirmed`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FeedbackOutcome {
+    Confirmed,
+    Unconfirmed,
+}
+
+impl FeedbackOutcome {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            FeedbackOutcome::Confirmed => "confirmed",
+            FeedbackOutcome::Unconfirmed => "unconfirmed",
+        }
+    }
+
+    /// The outcome a stored or requested value names, exactly as Twilio spells it.
+    pub fn parse(s: &str) -> Option<FeedbackOutcome> {
+        [FeedbackOutcome::Confirmed, FeedbackOutcome::Unconfirmed]
+            .into_iter()
+            .find(|o| o.as_str() == s)
+    }
+
+    pub const fn is_confirmed(self) -> bool {
+        matches!(self, FeedbackOutcome::Confirmed)
+    }
+}
+
+/// The feedback of one message (one per message; posting again replaces the outcome).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Feedback {
+    pub message_sid: Sid,
+    pub outcome: FeedbackOutcome,
+    /// When feedback was first reported.
+    pub created: i64,
+    /// When it was last reported (never before `created`).
+    pub updated: i64,
+}
+
+/// What [`crate::Store::set_feedback`] did: the feedback as now stored and the outcome it
+/// replaced (`None` for the first report), so that callers can tell a change from a
+/// repetition.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FeedbackSet {
+    pub feedback: Feedback,
+    pub previous: Option<FeedbackOutcome>,
+}
+
 /// A job to write together with a state change.
 #[derive(Debug, Clone, PartialEq)]
 pub struct NewJob {

@@ -77,8 +77,9 @@ use tokio_postgres::NoTls;
 use tokio_postgres::types::{Json, ToSql};
 
 use crate::{
-    Account, AccountStatus, ApiKey, Message, MessageQuery, MessagingService, NewJob, NumberConfig,
-    Page, PhoneNumber, Result, ServiceConfig, SmppCredential, Store, StoreError, Transition,
+    Account, AccountStatus, ApiKey, Feedback, FeedbackOutcome, FeedbackSet, Message, MessageQuery,
+    MessagingService, NewJob, NumberConfig, Page, PhoneNumber, Result, ServiceConfig,
+    SmppCredential, Store, StoreError, Transition,
 };
 use rows::*;
 
@@ -86,6 +87,7 @@ use rows::*;
 const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0001_initial.sql"),
     include_str!("migrations/0002_smpp_credentials.sql"),
+    include_str!("migrations/0003_message_feedback.sql"),
 ];
 /// First key of the advisory lock taken while migrating ("tern" in ASCII).
 const MIGRATION_LOCK_CLASS: i32 = 0x7465_726e;
@@ -1087,7 +1089,8 @@ impl Store for PostgresStore {
         let c = self.client().await?;
         let deleted = exec(
             &c,
-            "WITH events AS (DELETE FROM message_events WHERE message_sid = $1)
+            "WITH events AS (DELETE FROM message_events WHERE message_sid = $1),
+                 feedback AS (DELETE FROM message_feedback WHERE message_sid = $1)
              DELETE FROM messages WHERE sid = $1",
             &[&sid.as_str()],
         )
@@ -1112,6 +1115,52 @@ impl Store for PostgresStore {
             ),
             &[&updated_before, &statuses, &i64::from(limit)],
             message_row,
+        )
+        .await
+    }
+
+    async fn set_feedback(
+        &self,
+        message: Sid,
+        outcome: FeedbackOutcome,
+        at: i64,
+    ) -> Result<Option<FeedbackSet>> {
+        // One statement: the upsert happens only if the message exists, and `prev` reads
+        // the statement's snapshot, so it is the outcome from before this write.
+        let c = self.client().await?;
+        query_opt(
+            &c,
+            &format!(
+                "WITH prev AS (
+                    SELECT outcome FROM message_feedback WHERE message_sid = $1
+                ), up AS (
+                    INSERT INTO message_feedback ({FEEDBACK_COLS})
+                    SELECT sid, $2::text, $3::bigint, $3::bigint FROM messages WHERE sid = $1
+                    ON CONFLICT (message_sid) DO UPDATE SET outcome = EXCLUDED.outcome,
+                        updated = GREATEST(message_feedback.created, EXCLUDED.updated)
+                    RETURNING {FEEDBACK_COLS}
+                )
+                SELECT {}, (SELECT outcome FROM prev) FROM up",
+                qualified(FEEDBACK_COLS, "up")
+            ),
+            &[&message.as_str(), &outcome.as_str(), &at],
+            |r| {
+                Ok(FeedbackSet {
+                    feedback: feedback_row(r)?,
+                    previous: opt_outcome(r, 4)?,
+                })
+            },
+        )
+        .await
+    }
+
+    async fn feedback(&self, message: Sid) -> Result<Option<Feedback>> {
+        let c = self.client().await?;
+        query_opt(
+            &c,
+            &format!("SELECT {FEEDBACK_COLS} FROM message_feedback WHERE message_sid = $1"),
+            &[&message.as_str()],
+            feedback_row,
         )
         .await
     }

@@ -8,8 +8,8 @@ use tokio_postgres::types::{FromSql, Json, ToSql};
 
 use super::map_pg;
 use crate::{
-    Account, AccountStatus, ApiKey, Message, MessagingService, PhoneNumber, Result, SmppCredential,
-    StoreError,
+    Account, AccountStatus, ApiKey, Feedback, FeedbackOutcome, Message, MessagingService,
+    PhoneNumber, Result, SmppCredential, StoreError,
 };
 
 pub const ACCOUNT_COLS: &str =
@@ -18,6 +18,7 @@ pub const KEY_COLS: &str = "sid, account_sid, friendly_name, secret_hash, create
 pub const NUMBER_COLS: &str = "sid, account_sid, phone_number, config, created, updated";
 pub const SERVICE_COLS: &str = "sid, account_sid, config, created, updated";
 pub const SMPP_COLS: &str = "sid, account_sid, system_id, password_hash, friendly_name, created";
+pub const FEEDBACK_COLS: &str = "message_sid, outcome, created, updated";
 pub const JOB_COLS: &str = "id, kind, subject, run_at, attempts, payload";
 pub const MESSAGE_COLS: &str = "sid, account_sid, messaging_service_sid, direction, from_number, \
     to_number, body, status, error_code, num_segments, num_media, status_callback, validity_secs, \
@@ -159,6 +160,27 @@ pub fn message_row(r: &Row) -> Result<Message> {
 
 pub fn parse_status(s: &str) -> Result<MessageStatus> {
     MessageStatus::parse(s).ok_or_else(|| StoreError::Corrupt(format!("message status {s:?}")))
+}
+
+/// An outcome column, possibly NULL.
+pub fn opt_outcome(r: &Row, i: usize) -> Result<Option<FeedbackOutcome>> {
+    let s: Option<&str> = get(r, i)?;
+    s.map(|s| {
+        FeedbackOutcome::parse(s)
+            .ok_or_else(|| StoreError::Corrupt(format!("feedback outcome {s:?}")))
+    })
+    .transpose()
+}
+
+/// A row of [`FEEDBACK_COLS`].
+pub fn feedback_row(r: &Row) -> Result<Feedback> {
+    Ok(Feedback {
+        message_sid: sid(r, 0)?,
+        outcome: opt_outcome(r, 1)?
+            .ok_or_else(|| StoreError::Corrupt("feedback outcome NULL".into()))?,
+        created: get(r, 2)?,
+        updated: get(r, 3)?,
+    })
 }
 
 pub fn job_row(r: &Row) -> Result<Job> {

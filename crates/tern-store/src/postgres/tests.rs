@@ -196,6 +196,48 @@ async fn a_version_1_schema_gains_smpp_credentials() {
     .await;
 }
 
+/// A schema at version 2 (SMPP credentials) gains Message Feedback; its messages can take
+/// feedback at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_version_2_schema_gains_message_feedback() {
+    in_schema(|schema| async move {
+        let account = Sid::generate(SidPrefix::Account);
+        let m = crate::conformance::message(account, 1, "+14155552671");
+        schema
+            .admin
+            .batch_execute(&format!(
+                "BEGIN;
+                 SET LOCAL search_path TO {name};
+                 {v1}
+                 {v2}
+                 CREATE TABLE schema_migrations (version BIGINT PRIMARY KEY, applied_at BIGINT NOT NULL);
+                 INSERT INTO schema_migrations VALUES (1, 0), (2, 0);
+                 COMMIT;",
+                name = schema.name,
+                v1 = super::MIGRATIONS[0],
+                v2 = super::MIGRATIONS[1],
+            ))
+            .await
+            .unwrap();
+        let store = schema.store(2).await;
+        store.insert_message(m.clone(), vec![]).await.unwrap();
+        let newest = i64::try_from(super::MIGRATIONS.len()).unwrap();
+        assert_eq!(store.schema_version().await.unwrap(), newest);
+        assert_eq!(schema.count("schema_migrations").await, newest);
+        let set = store
+            .set_feedback(m.sid, crate::FeedbackOutcome::Unconfirmed, 7)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(set.previous, None);
+        store.close();
+        let again = schema.store(1).await;
+        assert_eq!(again.feedback(m.sid).await.unwrap(), Some(set.feedback));
+        assert_eq!(schema.count("message_feedback").await, 1);
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn data_survives_reconnecting() {
     in_schema(|schema| async move {

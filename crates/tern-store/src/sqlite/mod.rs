@@ -19,8 +19,9 @@ use tern_types::{MessageStatus, Sid};
 use tokio::sync::oneshot;
 
 use crate::{
-    Account, AccountStatus, ApiKey, Message, MessageQuery, MessagingService, NewJob, NumberConfig,
-    Page, PhoneNumber, Result, ServiceConfig, SmppCredential, Store, StoreError, Transition,
+    Account, AccountStatus, ApiKey, Feedback, FeedbackOutcome, FeedbackSet, Message, MessageQuery,
+    MessagingService, NewJob, NumberConfig, Page, PhoneNumber, Result, ServiceConfig,
+    SmppCredential, Store, StoreError, Transition,
 };
 use rows::*;
 
@@ -28,6 +29,7 @@ use rows::*;
 const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0001_initial.sql"),
     include_str!("migrations/0002_smpp_credentials.sql"),
+    include_str!("migrations/0003_message_feedback.sql"),
 ];
 /// The most writes committed together; bounds a batch's latency and memory.
 const MAX_BATCH: usize = 1024;
@@ -884,6 +886,11 @@ impl Store for SqliteStore {
                 [sid.as_str()],
             )
             .map_err(map_sql)?;
+            c.execute(
+                "DELETE FROM message_feedback WHERE message_sid = ?1",
+                [sid.as_str()],
+            )
+            .map_err(map_sql)?;
             Ok(
                 c.execute("DELETE FROM messages WHERE sid = ?1", [sid.as_str()])
                     .map_err(map_sql)?
@@ -908,6 +915,55 @@ impl Store for SqliteStore {
             let mut values: Vec<rusqlite::types::Value> = vec![updated_before.into(), i64::from(limit).into()];
             values.extend(statuses.iter().map(|s| rusqlite::types::Value::Text(s.to_string())));
             query_all(c, &sql, rusqlite::params_from_iter(values), message_row)
+        })
+        .await
+    }
+
+    async fn set_feedback(
+        &self,
+        message: Sid,
+        outcome: FeedbackOutcome,
+        at: i64,
+    ) -> Result<Option<FeedbackSet>> {
+        self.write(move |c| {
+            let exists = c
+                .prepare_cached("SELECT 1 FROM messages WHERE sid = ?1")
+                .and_then(|mut s| s.exists([message.as_str()]))
+                .map_err(map_sql)?;
+            if !exists {
+                return Ok(None);
+            }
+            let previous = query_opt(
+                c,
+                "SELECT outcome FROM message_feedback WHERE message_sid = ?1",
+                [message.as_str()],
+                |r| rows::outcome(r, 0),
+            )?;
+            let feedback = query_opt(
+                c,
+                &format!(
+                    "INSERT INTO message_feedback ({FEEDBACK_COLS}) VALUES (?1, ?2, ?3, ?3)
+                     ON CONFLICT (message_sid) DO UPDATE SET outcome = excluded.outcome,
+                         updated = MAX(message_feedback.created, excluded.updated)
+                     RETURNING {FEEDBACK_COLS}"
+                ),
+                params![message.as_str(), outcome.as_str(), at],
+                feedback_row,
+            )?
+            .ok_or_else(|| StoreError::Unavailable("feedback upsert returned no row".into()))?;
+            Ok(Some(FeedbackSet { feedback, previous }))
+        })
+        .await
+    }
+
+    async fn feedback(&self, message: Sid) -> Result<Option<Feedback>> {
+        self.lookup(move |c| {
+            query_opt(
+                c,
+                &format!("SELECT {FEEDBACK_COLS} FROM message_feedback WHERE message_sid = ?1"),
+                [message.as_str()],
+                feedback_row,
+            )
         })
         .await
     }

@@ -6,8 +6,8 @@ use tern_types::{Direction, MessageStatus, Sid};
 
 use super::map_sql;
 use crate::{
-    Account, AccountStatus, ApiKey, Message, MessagingService, PhoneNumber, Result, SmppCredential,
-    StoreError,
+    Account, AccountStatus, ApiKey, Feedback, FeedbackOutcome, Message, MessagingService,
+    PhoneNumber, Result, SmppCredential, StoreError,
 };
 
 pub const ACCOUNT_COLS: &str =
@@ -16,6 +16,7 @@ pub const KEY_COLS: &str = "sid, account_sid, friendly_name, secret_hash, create
 pub const NUMBER_COLS: &str = "sid, account_sid, phone_number, config, created, updated";
 pub const SERVICE_COLS: &str = "sid, account_sid, config, created, updated";
 pub const SMPP_COLS: &str = "sid, account_sid, system_id, password_hash, friendly_name, created";
+pub const FEEDBACK_COLS: &str = "message_sid, outcome, created, updated";
 pub const MESSAGE_COLS: &str = "sid, account_sid, messaging_service_sid, direction, from_number, \
     to_number, body, status, error_code, num_segments, num_media, status_callback, validity_secs, \
     send_at, carrier, carrier_message_id, raw_dlr_done_date, provide_feedback, created, updated, sent";
@@ -102,6 +103,20 @@ pub fn smpp_row(r: &Row) -> rusqlite::Result<SmppCredential> {
         password_hash: r.get(3)?,
         friendly_name: r.get(4)?,
         created: r.get(5)?,
+    })
+}
+
+pub fn outcome(r: &Row, i: usize) -> rusqlite::Result<FeedbackOutcome> {
+    let s: String = r.get(i)?;
+    FeedbackOutcome::parse(&s).ok_or_else(|| corrupt(i, "feedback outcome"))
+}
+
+pub fn feedback_row(r: &Row) -> rusqlite::Result<Feedback> {
+    Ok(Feedback {
+        message_sid: sid(r, 0)?,
+        outcome: outcome(r, 1)?,
+        created: r.get(2)?,
+        updated: r.get(3)?,
     })
 }
 

@@ -82,3 +82,40 @@ async fn a_version_1_database_gains_smpp_credentials() {
         1
     );
 }
+
+/// A database at version 2 (SMPP credentials) gains Message Feedback, and its messages
+/// can take feedback at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_version_2_database_gains_message_feedback() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tern.db");
+    let m = crate::conformance::message(
+        tern_types::Sid::generate(tern_types::SidPrefix::Account),
+        1,
+        "+14155552671",
+    );
+    {
+        let c = rusqlite::Connection::open(&path).unwrap();
+        c.execute_batch(super::MIGRATIONS[0]).unwrap();
+        c.execute_batch(super::MIGRATIONS[1]).unwrap();
+        c.execute_batch("PRAGMA user_version = 2").unwrap();
+        super::rows::insert_message_row(&c, &m).unwrap();
+    }
+    let store = SqliteStore::open(&path).unwrap();
+    let version: i64 = rusqlite::Connection::open(&path)
+        .unwrap()
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(version, super::MIGRATIONS.len() as i64);
+    let set = crate::Store::set_feedback(&store, m.sid, crate::FeedbackOutcome::Confirmed, 7)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(set.previous, None);
+    store.close();
+    let again = SqliteStore::open(&path).unwrap();
+    assert_eq!(
+        crate::Store::feedback(&again, m.sid).await.unwrap(),
+        Some(set.feedback)
+    );
+}

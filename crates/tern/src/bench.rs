@@ -10,6 +10,9 @@ use base64::Engine as _;
 
 use crate::node::Credentials;
 
+#[path = "chaos.rs"]
+mod chaos;
+
 #[derive(clap::Subcommand)]
 pub enum BenchCommand {
     /// Accepted messages/s with p50/p99 latency, then end-to-end messages/s
@@ -20,6 +23,9 @@ pub enum BenchCommand {
     /// node's customer SMPP server (`--credentials`: submit → store → carrier → receipt →
     /// store → deliver_sm back).
     Smpp(SmppArgs),
+    /// The Super Network under carrier faults (silent, hard, partial), brain on and off,
+    /// all in this process: simulators, SMPP connectors, engine, SQLite.
+    Chaos(chaos::ChaosArgs),
 }
 
 #[derive(clap::Args)]
@@ -63,6 +69,7 @@ pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
     match cmd {
         BenchCommand::Messages(args) => messages(args).await,
         BenchCommand::Smpp(args) => smpp(args).await,
+        BenchCommand::Chaos(args) => chaos::run(args).await,
     }
 }
 

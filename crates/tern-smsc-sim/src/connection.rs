@@ -225,8 +225,9 @@ impl Connection {
         }
     }
 
-    /// Throttling and injected errors: `Err(status)` refuses the submit.
-    fn admit(&mut self, faults: &Faults) -> Result<(), u32> {
+    /// Throttling, injected errors and per-destination refusals (`destination`, when the
+    /// submit has one): `Err(status)` refuses the submit.
+    fn admit(&mut self, faults: &Faults, destination: Option<&str>) -> Result<(), u32> {
         if !self.throttle.admit(faults.throttle_mps, Instant::now()) {
             inc(&self.inner.counters.throttled);
             return Err(ESME_RTHROTTLED);
@@ -235,16 +236,16 @@ impl Connection {
             inc(&self.inner.counters.errors);
             return Err(faults.submit_error_status);
         }
+        if let Some(status) = destination.and_then(|d| faults.refusal(d)) {
+            inc(&self.inner.counters.errors);
+            return Err(status);
+        }
         Ok(())
     }
 
     fn submit_sm(&mut self, seq: u32, sm: &SubmitSm) {
         let faults = self.inner.faults.borrow().clone();
-        if let Err(status) = self.admit(&faults) {
-            return self.answer(&faults, seq, status, None);
-        }
-        if let Some(status) = faults.refusal(&sm.destination.addr) {
-            inc(&self.inner.counters.errors);
+        if let Err(status) = self.admit(&faults, Some(&sm.destination.addr)) {
             return self.answer(&faults, seq, status, None);
         }
         let text = || text_of(sm);
@@ -260,7 +261,7 @@ impl Connection {
 
     fn data_sm(&mut self, seq: u32, sm: &DataSm) {
         let faults = self.inner.faults.borrow().clone();
-        if let Err(status) = self.admit(&faults) {
+        if let Err(status) = self.admit(&faults, None) {
             return self.answer(&faults, seq, status, None);
         }
         let text = || text_of(sm);
@@ -283,7 +284,7 @@ impl Connection {
     /// distribution lists are listed as unsuccessful with `ESME_RINVDLNAME`.
     fn submit_multi(&mut self, seq: u32, sm: &SubmitMulti) {
         let faults = self.inner.faults.borrow().clone();
-        if let Err(status) = self.admit(&faults) {
+        if let Err(status) = self.admit(&faults, None) {
             return self.answer(&faults, seq, status, None);
         }
         let text = text_of(InboundSm {

@@ -189,7 +189,8 @@ pub async fn bootstrap(
     Ok((account, numbers, smpp))
 }
 
-async fn shutdown_signal() {
+/// Resolves on SIGINT or SIGTERM.
+pub(crate) async fn shutdown_signal() {
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;
     };

@@ -123,7 +123,7 @@ async fn smsc(args: SmscArgs) -> anyhow::Result<()> {
     let mut every = tokio::time::interval(Duration::from_secs(5));
     every.tick().await;
     let mut last_submits = 0;
-    let stop = shutdown_signal();
+    let stop = crate::node::shutdown_signal();
     tokio::pin!(stop);
     loop {
         tokio::select! {
@@ -139,21 +139,6 @@ async fn smsc(args: SmscArgs) -> anyhow::Result<()> {
     println!("stopping: unbinding clients");
     sim.shutdown().await;
     Ok(())
-}
-
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
 }
 
 /// A flag given on the command line overrides the config file.

@@ -156,3 +156,31 @@ pub async fn operator_network(
     let view = operator(&s, &headers, "/v1/Operator/Network")?;
     Ok(Json(json!({ "paths": view.network() })))
 }
+
+/// `GET /v1/Operator/Messages/{Sid}/RouteAttempts`: every carrier tried for a message
+/// (any account's), when, with what result and why — the Super Network's explained
+/// decisions — beside where the message is now.
+pub async fn operator_route_attempts(
+    State(s): State<Arc<AppState>>,
+    headers: HeaderMap,
+    axum::extract::Path(sid): axum::extract::Path<String>,
+) -> ApiResult<Json<serde_json::Value>> {
+    let path = format!("/v1/Operator/Messages/{sid}/RouteAttempts");
+    operator(&s, &headers, &path)?;
+    let sid: tern_types::Sid = sid.parse().map_err(|_| ApiError::not_found(&path))?;
+    let m = s
+        .store
+        .message(sid)
+        .await?
+        .ok_or_else(|| ApiError::not_found(&path))?;
+    let attempts = s.engine.route_attempts(sid).await?;
+    Ok(Json(json!({
+        "message_sid": m.sid,
+        "account_sid": m.account_sid,
+        "to": m.to,
+        "status": m.status.as_str(),
+        "carrier": m.carrier,
+        "carrier_message_id": m.carrier_message_id,
+        "route_attempts": attempts,
+    })))
+}

@@ -2,6 +2,7 @@
 //! inbound messages and delivers every webhook — durable through the store's outbox.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -13,7 +14,8 @@ use tern_carriers::{
 use tern_domain::keywords::{self, Keyword};
 use tern_domain::{Route, RouteTable, SendParams, check_transition, plan_send};
 use tern_store::{
-    Account, Feedback, FeedbackOutcome, Message, NewJob, PhoneNumber, Store, StoreError, Transition,
+    Account, AttemptResult, Feedback, FeedbackOutcome, Message, NewJob, PhoneNumber, RouteAttempt,
+    Store, StoreError, Transition,
 };
 use tern_types::{Direction, ErrorCode, MessageStatus, Sid, SidPrefix};
 use tern_webhooks::{Attempt, WebhookClient, WebhookRequest, backoff};
@@ -122,6 +124,19 @@ pub struct Engine {
     webhook_permits: Arc<Semaphore>,
     customer_links: std::sync::OnceLock<Arc<dyn CustomerLinks>>,
     brain: Brain,
+    counters: ResendCounters,
+}
+
+/// What resends did since the engine started (the chaos benchmark reads them; the same
+/// figures are Prometheus counters).
+#[derive(Debug, Default)]
+pub struct ResendCounters {
+    /// Messages moved to another carrier.
+    pub resent: AtomicU64,
+    /// Resends whose copy went out although a receipt came first (the handset may get two).
+    pub resend_races: AtomicU64,
+    /// Messages both carriers reported delivered.
+    pub duplicate_deliveries: AtomicU64,
 }
 
 fn token() -> String {
@@ -173,11 +188,22 @@ impl Engine {
             chains: Mutex::new(HashMap::new()),
             customer_links: std::sync::OnceLock::new(),
             brain,
+            counters: ResendCounters::default(),
         }))
     }
 
     pub fn store(&self) -> &Arc<dyn Store> {
         &self.store
+    }
+
+    /// What resends did since the start.
+    pub fn resend_counters(&self) -> &ResendCounters {
+        &self.counters
+    }
+
+    /// The route attempts of a message, oldest first.
+    pub async fn route_attempts(&self, sid: Sid) -> Result<Vec<RouteAttempt>, StoreError> {
+        self.store.route_attempts(sid).await
     }
 
     /// Every carrier × route path the Super Network knows, with its health and estimates.
@@ -196,7 +222,19 @@ impl Engine {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         loop {
             tick.tick().await;
-            self.brain.tick();
+            for c in self.brain.tick() {
+                let me = self.clone();
+                let span = info_span!("resend", message_sid = %c.sid, carrier = %c.key.carrier);
+                tokio::spawn(
+                    async move {
+                        let why = "receipt overdue on a carrier gone down";
+                        if let Err(e) = me.resend(c.sid, &c.key, why).await {
+                            warn!(error = %e, "could not resend a message");
+                        }
+                    }
+                    .instrument(span),
+                );
+            }
         }
     }
 
@@ -221,6 +259,12 @@ impl Engine {
         tokio::spawn(self.clone().event_loop(events));
         tokio::spawn(self.clone().sweep_loop());
         tokio::spawn(self.clone().network_loop());
+        for (id, carrier) in &self.carriers {
+            if let Some(transmitting) = carrier.transmitting() {
+                let (me, id) = (self.clone(), id.clone());
+                tokio::spawn(async move { me.brain.watch_link(&id, transmitting).await });
+            }
+        }
         Ok(())
     }
 
@@ -581,11 +625,11 @@ impl Engine {
             t.done_job = Some(job.id);
             return self.apply_or_reload(t).await;
         };
-        let Some(carrier) = self
+        let picked = self
             .brain
-            .pick(&route.prefix, &route.carriers, &m.sid, job.attempts)
-            .and_then(|id| self.carriers.get(&id))
-        else {
+            .pick(&route.prefix, &route.carriers, &m.sid, job.attempts, &[])
+            .and_then(|(id, why)| Some((self.carriers.get(&id)?, why)));
+        let Some((carrier, why)) = picked else {
             let mut t = self.transition_with_error(
                 m,
                 MessageStatus::Failed,
@@ -597,35 +641,15 @@ impl Engine {
         };
         let key = PathKey::new(carrier.id(), route.prefix.as_str());
         let route = &route.carriers;
-        let sms = OutboundSms {
-            message_sid: m.sid,
-            from: m.from.clone().unwrap_or_default(),
-            to: m.to.clone(),
-            body: m.body.clone(),
-            validity_secs: m.validity_secs,
-        };
         let last_attempt = job.attempts + 1 >= self.config.messaging.max_submit_attempts;
-        let started = std::time::Instant::now();
-        let result = carrier.submit(&sms).await;
-        self.brain.observe(
-            &key,
-            match &result {
-                Ok(_) => Signal::SubmitOk {
-                    latency_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
-                },
-                Err(SubmitError::Retryable(_)) => Signal::SubmitRetryable,
-                Err(SubmitError::Permanent { .. }) => Signal::SubmitRefused,
-            },
-        );
-        if result.is_err() {
-            self.brain.failed(m.sid, carrier.id());
-        }
+        let (result, attempt) = self.try_carrier(m, carrier.as_ref(), &key, why).await;
         match result {
             Ok(id) => {
                 self.brain.sent(m.sid, key.clone());
                 let mut t = self.transition(m, MessageStatus::Sent, now);
                 t.carrier = Some((carrier.id().to_string(), id));
                 t.done_job = Some(job.id);
+                t.attempts = vec![attempt];
                 self.apply_or_reload(t).await
             }
             // Another carrier of the route may take what this one refused; each is asked
@@ -635,6 +659,7 @@ impl Engine {
             {
                 debug!(%reason, code, carrier = carrier.id(), "carrier refused the message; trying the next one");
                 metrics::counter!("tern_carrier_failovers_total", "carrier" => carrier.id().to_string()).increment(1);
+                self.store.add_route_attempts(vec![attempt]).await?;
                 self.retry_later(job.clone(), reason).await;
                 Ok(())
             }
@@ -643,6 +668,7 @@ impl Engine {
                 debug!(%reason, code, "carrier refused the message");
                 let mut t = self.transition_with_error(m, MessageStatus::Failed, code, now);
                 t.done_job = Some(job.id);
+                t.attempts = vec![attempt];
                 self.apply_or_reload(t).await
             }
             Err(SubmitError::Retryable(reason)) => {
@@ -656,12 +682,162 @@ impl Engine {
                         now,
                     );
                     t.done_job = Some(job.id);
+                    t.attempts = vec![attempt];
                     return self.apply_or_reload(t).await;
                 }
+                self.store.add_route_attempts(vec![attempt]).await?;
                 self.retry_later(job.clone(), reason).await;
                 Ok(())
             }
         }
+    }
+
+    /// Offers `m` to `carrier` on path `key`, tells the network what happened and returns
+    /// the result with its route attempt (`why` says why this carrier was chosen).
+    async fn try_carrier(
+        &self,
+        m: &Message,
+        carrier: &dyn Carrier,
+        key: &PathKey,
+        why: String,
+    ) -> (Result<String, SubmitError>, RouteAttempt) {
+        let sms = OutboundSms {
+            message_sid: m.sid,
+            from: m.from.clone().unwrap_or_default(),
+            to: m.to.clone(),
+            body: m.body.clone(),
+            validity_secs: m.validity_secs,
+        };
+        let started = std::time::Instant::now();
+        let result = carrier.submit(&sms).await;
+        self.brain.observe(
+            key,
+            match &result {
+                Ok(_) => Signal::SubmitOk {
+                    latency_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+                },
+                Err(SubmitError::Retryable(_)) => Signal::SubmitRetryable,
+                Err(SubmitError::Permanent { .. }) => Signal::SubmitRefused,
+            },
+        );
+        if result.is_err() {
+            self.brain.failed(m.sid, carrier.id());
+        }
+        let (outcome, carrier_message_id, error_code, reason) = match &result {
+            Ok(id) => (AttemptResult::Accepted, Some(id.clone()), None, why),
+            Err(SubmitError::Permanent { code, reason }) => (
+                AttemptResult::Refused,
+                None,
+                Some(*code),
+                format!("{why}; refused: {reason}"),
+            ),
+            Err(SubmitError::Retryable(reason)) => (
+                AttemptResult::Retryable,
+                None,
+                None,
+                format!("{why}; not taken now: {reason}"),
+            ),
+        };
+        let attempt = RouteAttempt {
+            message_sid: m.sid,
+            carrier: carrier.id().to_owned(),
+            prefix: key.prefix.clone(),
+            at: now_ms(),
+            result: outcome,
+            carrier_message_id,
+            error_code,
+            reason,
+        };
+        (result, attempt)
+    }
+
+    // ---- Resends (the Super Network's retry on another carrier) -------------------------
+
+    /// Sends `sid`, taken by the carrier of `from` and judged failing there, again on the
+    /// next carrier of its route. `true` if another carrier took it. Bounded: a budget
+    /// per second, `resend_max_carriers` per message, never once the message is final.
+    async fn resend(&self, sid: Sid, from: &PathKey, why: &str) -> Result<bool, StoreError> {
+        let settings = self.brain.resend_settings();
+        let Some(m) = self.store.message(sid).await? else {
+            return Ok(false);
+        };
+        let (Some(old_carrier), Some(old_id)) = (m.carrier.clone(), m.carrier_message_id.clone())
+        else {
+            return Ok(false);
+        };
+        if m.status != MessageStatus::Sent || old_carrier != from.carrier {
+            return Ok(false);
+        }
+        let Some(route) = self.routes.route_for(&m.to) else {
+            return Ok(false);
+        };
+        let history = self.store.route_attempts(sid).await?;
+        let taken = history
+            .iter()
+            .filter(|a| a.result == AttemptResult::Accepted)
+            .count()
+            .max(1);
+        if taken >= settings.max_carriers as usize {
+            metrics::counter!("tern_network_resends_total", "result" => "max_carriers")
+                .increment(1);
+            return Ok(false);
+        }
+        let mut tried: Vec<String> = history
+            .iter()
+            .filter(|a| a.result != AttemptResult::Retryable)
+            .map(|a| a.carrier.clone())
+            .collect();
+        tried.push(old_carrier.clone());
+        let picked = self
+            .brain
+            .pick(&route.prefix, &route.carriers, &sid, 0, &tried)
+            .filter(|(id, _)| !tried.contains(id))
+            .and_then(|(id, r)| Some((self.carriers.get(&id)?, r)));
+        let Some((carrier, rank)) = picked else {
+            metrics::counter!("tern_network_resends_total", "result" => "no_carrier").increment(1);
+            return Ok(false);
+        };
+        let key = PathKey::new(carrier.id(), route.prefix.as_str());
+        let reason = format!("resent from {old_carrier}: {why}; {rank}");
+        let (result, attempt) = self.try_carrier(&m, carrier.as_ref(), &key, reason).await;
+        self.brain.routed(&sid);
+        let Ok(new_id) = result else {
+            metrics::counter!("tern_network_resends_total", "result" => "refused").increment(1);
+            self.store.add_route_attempts(vec![attempt]).await?;
+            return Ok(false);
+        };
+        let now = now_ms();
+        let given_up = RouteAttempt {
+            message_sid: sid,
+            carrier: old_carrier.clone(),
+            prefix: from.prefix.clone(),
+            at: now,
+            result: AttemptResult::Resent,
+            carrier_message_id: Some(old_id.clone()),
+            error_code: None,
+            reason: why.to_owned(),
+        };
+        let moved = self
+            .store
+            .resend_message(
+                sid,
+                (old_carrier, old_id),
+                (carrier.id().to_owned(), new_id),
+                now,
+                vec![given_up, attempt],
+            )
+            .await?;
+        if moved {
+            self.brain.sent(sid, key);
+            metrics::counter!("tern_network_resends_total", "result" => "resent").increment(1);
+            self.counters.resent.fetch_add(1, Ordering::Relaxed);
+        } else {
+            // A receipt (or another resend) won the race: the new carrier has a copy the
+            // handset may also get.
+            metrics::counter!("tern_network_resends_total", "result" => "raced").increment(1);
+            self.counters.resend_races.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(moved)
     }
 
     // ---- Carrier events ----------------------------------------------------------------
@@ -686,7 +862,7 @@ impl Engine {
         // A receipt can overtake the commit of the submission it answers; look again
         // a few times before giving it up to the receipt sweeper.
         for attempt in 0..20u32 {
-            match self.apply_receipt(&r).await {
+            match self.apply_receipt(&r, true).await {
                 Ok(true) => return,
                 Ok(false) => {}
                 Err(e) => warn!(error = %e, "could not apply a receipt"),
@@ -697,8 +873,10 @@ impl Engine {
             .increment(1);
     }
 
-    /// Applies a receipt; `false` when no message with its carrier id exists (yet).
-    async fn apply_receipt(&self, r: &Receipt) -> Result<bool, StoreError> {
+    /// Applies a receipt; `false` when no message with its carrier id exists (yet). With
+    /// `hold`, an undelivered receipt first waits `undelivered_hold_ms` and, if the path is
+    /// judged failing by then, the message is resent rather than ended.
+    async fn apply_receipt(&self, r: &Receipt, hold: bool) -> Result<bool, StoreError> {
         let Some(m) = self
             .store
             .message_by_carrier_id(&r.carrier, &r.carrier_message_id)
@@ -711,23 +889,76 @@ impl Engine {
             ReceiptOutcome::Undelivered(c) => (MessageStatus::Undelivered, Some(c)),
             ReceiptOutcome::Failed(c) => (MessageStatus::Failed, Some(c)),
         };
+        // The receipt of the attempt the message is on, or of one it was resent from.
+        let current = m.carrier.as_deref() == Some(r.carrier.as_str())
+            && m.carrier_message_id.as_deref() == Some(r.carrier_message_id.as_str());
+        let key = self.path(&r.carrier, &m.to);
         if check_transition(m.status, to).is_err() {
-            metrics::counter!("tern_receipts_duplicate_total").increment(1);
+            if to == MessageStatus::Delivered
+                && m.status == MessageStatus::Delivered
+                && (!current || self.was_resent(m.sid).await?)
+            {
+                // Both carriers delivered it: the handset got it twice.
+                metrics::counter!("tern_network_duplicate_deliveries_total").increment(1);
+                self.counters
+                    .duplicate_deliveries
+                    .fetch_add(1, Ordering::Relaxed);
+            } else {
+                metrics::counter!("tern_receipts_duplicate_total").increment(1);
+            }
+            if !current {
+                self.brain
+                    .receipt(m.sid, key, to == MessageStatus::Delivered, 0);
+            }
             return Ok(true);
         }
         let latency = m.sent.map_or(0, |s| (now_ms() - s).max(0) as u64);
-        self.brain.receipt(
-            m.sid,
-            self.path(&r.carrier, &m.to),
-            to == MessageStatus::Delivered,
-            latency,
-        );
+        self.brain
+            .receipt(m.sid, key.clone(), to == MessageStatus::Delivered, latency);
+        if !current && to != MessageStatus::Delivered {
+            // An attempt the message was resent from failed: the current one decides.
+            return Ok(true);
+        }
+        let settings = self.brain.resend_settings();
+        if hold && current && to == MessageStatus::Undelivered && settings.enabled {
+            tokio::time::sleep(settings.undelivered_hold).await;
+            if self.brain.judged_failing(&key) && self.brain.take_resend() {
+                let why = format!("undelivered ({}) on a failing path", code.unwrap_or(0));
+                if self.resend(m.sid, &key, &why).await? {
+                    return Ok(true);
+                }
+            }
+            // Still the attempt the receipt speaks of? (A duplicate receipt may have
+            // resent it meanwhile.)
+            let still = self.store.message(m.sid).await?;
+            if still
+                .as_ref()
+                .map(|s| (&s.carrier, &s.carrier_message_id, s.status))
+                != Some((&m.carrier, &m.carrier_message_id, m.status))
+            {
+                return Ok(true);
+            }
+        }
+        if !current {
+            metrics::counter!("tern_network_resends_total", "result" => "first_delivered")
+                .increment(1);
+        }
         let mut t = Transition::new(m.sid, m.status, to, now_ms());
         t.error_code = code;
         t.raw_dlr_done_date = r.done_date.clone();
         t.jobs = self.callback_jobs(&m, to, code, r.done_date.as_deref(), None);
         self.apply_or_reload(t).await?;
         Ok(true)
+    }
+
+    /// Whether `sid` was ever sent again on another carrier.
+    async fn was_resent(&self, sid: Sid) -> Result<bool, StoreError> {
+        Ok(self
+            .store
+            .route_attempts(sid)
+            .await?
+            .iter()
+            .any(|a| a.result == AttemptResult::Resent))
     }
 
     /// Asks carriers about messages whose receipt is overdue, and reports queue depths.
@@ -760,7 +991,7 @@ impl Engine {
                 };
                 if let Some(r) = c.query(id, &m.to).await {
                     metrics::counter!("tern_receipts_recovered_total", "carrier" => carrier.clone()).increment(1);
-                    let _ = self.apply_receipt(&r).await;
+                    let _ = self.apply_receipt(&r, false).await;
                 }
             }
         }

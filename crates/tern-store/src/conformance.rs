@@ -69,6 +69,135 @@ pub async fn run_all(store: Arc<dyn Store>) {
     services_pool_and_round_robin(&*store).await;
     smpp_credentials_are_unique_per_system_id_and_scoped_to_their_account(&*store).await;
     feedback_is_one_outcome_per_message_and_reports_what_it_replaced(&*store).await;
+    route_attempts_are_kept_in_order_and_resends_are_compare_and_set(&*store).await;
+}
+
+fn attempt(
+    m: Sid,
+    carrier: &str,
+    at: i64,
+    result: AttemptResult,
+    id: Option<&str>,
+) -> RouteAttempt {
+    RouteAttempt {
+        message_sid: m,
+        carrier: carrier.into(),
+        prefix: "+44".into(),
+        at,
+        result,
+        carrier_message_id: id.map(str::to_owned),
+        error_code: (result == AttemptResult::Refused).then_some(30_007),
+        reason: format!("{carrier} ranked first"),
+    }
+}
+
+async fn route_attempts_are_kept_in_order_and_resends_are_compare_and_set(s: &dyn Store) {
+    let a = account(None);
+    s.create_account(a.clone()).await.unwrap();
+    let m = message(a.sid, 10, "+447911000001");
+    s.insert_message(m.clone(), Vec::new()).await.unwrap();
+    let refused = attempt(m.sid, "a", 11, AttemptResult::Refused, None);
+    let later = attempt(m.sid, "b", 12, AttemptResult::Retryable, None);
+    s.add_route_attempts(vec![refused.clone(), later.clone()])
+        .await
+        .unwrap();
+    s.add_route_attempts(Vec::new()).await.unwrap();
+    s.transition(Transition::new(
+        m.sid,
+        MessageStatus::Queued,
+        MessageStatus::Sending,
+        13,
+    ))
+    .await
+    .unwrap();
+    // The accepted attempt is written with the transition, and only if it holds.
+    let accepted = attempt(m.sid, "b", 14, AttemptResult::Accepted, Some("b-1"));
+    let mut sent = Transition::new(m.sid, MessageStatus::Sending, MessageStatus::Sent, 14);
+    sent.carrier = Some(("b".into(), "b-1".into()));
+    sent.attempts = vec![accepted.clone()];
+    s.transition(sent.clone()).await.unwrap();
+    assert!(s.transition(sent).await.is_err());
+    assert_eq!(
+        s.route_attempts(m.sid).await.unwrap(),
+        vec![refused.clone(), later.clone(), accepted.clone()]
+    );
+
+    // A resend moves the message to another carrier only from the attempt it names.
+    let resent = attempt(m.sid, "b", 20, AttemptResult::Resent, Some("b-1"));
+    let again = attempt(m.sid, "c", 20, AttemptResult::Accepted, Some("c-1"));
+    let ok = s
+        .resend_message(
+            m.sid,
+            ("b".into(), "b-1".into()),
+            ("c".into(), "c-1".into()),
+            20,
+            vec![resent.clone(), again.clone()],
+        )
+        .await
+        .unwrap();
+    assert!(ok);
+    let stale = s
+        .resend_message(
+            m.sid,
+            ("b".into(), "b-1".into()),
+            ("d".into(), "d-1".into()),
+            21,
+            vec![attempt(
+                m.sid,
+                "d",
+                21,
+                AttemptResult::Accepted,
+                Some("d-1"),
+            )],
+        )
+        .await
+        .unwrap();
+    assert!(
+        !stale,
+        "a resend from an attempt no longer current changes nothing"
+    );
+    let got = s.message(m.sid).await.unwrap().unwrap();
+    assert_eq!(
+        (
+            got.status,
+            got.carrier.as_deref(),
+            got.carrier_message_id.as_deref()
+        ),
+        (MessageStatus::Sent, Some("c"), Some("c-1"))
+    );
+    assert_eq!(got.updated, 20);
+    assert_eq!(
+        s.route_attempts(m.sid).await.unwrap(),
+        vec![refused, later, accepted, resent, again]
+    );
+    // Receipts find the message by the current attempt and by the one it was resent from.
+    for id in [("c", "c-1"), ("b", "b-1")] {
+        let found = s.message_by_carrier_id(id.0, id.1).await.unwrap().unwrap();
+        assert_eq!(found.sid, m.sid);
+    }
+    assert!(s.message_by_carrier_id("d", "d-1").await.unwrap().is_none());
+    // Once final, a message cannot be resent.
+    s.transition(Transition::new(
+        m.sid,
+        MessageStatus::Sent,
+        MessageStatus::Delivered,
+        30,
+    ))
+    .await
+    .unwrap();
+    let after = s
+        .resend_message(
+            m.sid,
+            ("c".into(), "c-1".into()),
+            ("d".into(), "d-1".into()),
+            31,
+            Vec::new(),
+        )
+        .await
+        .unwrap();
+    assert!(!after);
+    assert!(s.delete_message(m.sid).await.unwrap());
+    assert!(s.route_attempts(m.sid).await.unwrap().is_empty());
 }
 
 async fn accounts_and_subaccounts(s: &dyn Store) {

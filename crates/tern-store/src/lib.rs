@@ -112,12 +112,29 @@ pub trait Store: Send + Sync + 'static {
     /// Writes a new message and its first jobs in one transaction.
     async fn insert_message(&self, message: Message, jobs: Vec<NewJob>) -> Result<Vec<Job>>;
     async fn message(&self, sid: Sid) -> Result<Option<Message>>;
+    /// The message a carrier's id names: the carrier's current one, or one of an earlier
+    /// accepted attempt it was resent from (compare `Message::carrier_message_id`).
     async fn message_by_carrier_id(&self, carrier: &str, id: &str) -> Result<Option<Message>>;
     async fn messages(&self, account: Sid, query: MessageQuery) -> Result<Page<Message>>;
     /// Applies a status change if the message is still in `expected` status.
     async fn transition(&self, t: Transition) -> Result<Vec<Job>>;
     /// Applies many transitions in one call; each succeeds or fails on its own.
     async fn transitions(&self, ts: Vec<Transition>) -> Result<Vec<Result<Vec<Job>>>>;
+    /// Moves a `sent` message from the carrier attempt `from` (carrier, carrier's id) to
+    /// `to`, recording `attempts`; `false` (and nothing written) unless the message is still
+    /// `sent` on `from` — a receipt or another resend came first.
+    async fn resend_message(
+        &self,
+        sid: Sid,
+        from: (String, String),
+        to: (String, String),
+        at: i64,
+        attempts: Vec<RouteAttempt>,
+    ) -> Result<bool>;
+    /// Appends route attempts that change nothing else (a retry scheduled for later).
+    async fn add_route_attempts(&self, attempts: Vec<RouteAttempt>) -> Result<()>;
+    /// The message's route attempts, oldest first. Deleting the message deletes them.
+    async fn route_attempts(&self, message: Sid) -> Result<Vec<RouteAttempt>>;
     async fn redact_message(&self, sid: Sid, at: i64) -> Result<Option<Message>>;
     async fn delete_message(&self, sid: Sid) -> Result<bool>;
     /// Messages in one of `statuses` last changed before `updated_before`, oldest first.

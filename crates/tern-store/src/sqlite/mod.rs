@@ -20,7 +20,7 @@ use tokio::sync::oneshot;
 
 use crate::{
     Account, AccountStatus, ApiKey, Feedback, FeedbackOutcome, FeedbackSet, Message, MessageQuery,
-    MessagingService, NewJob, NumberConfig, Page, PhoneNumber, Result, ServiceConfig,
+    MessagingService, NewJob, NumberConfig, Page, PhoneNumber, Result, RouteAttempt, ServiceConfig,
     SmppCredential, Store, StoreError, Transition,
 };
 use rows::*;
@@ -30,6 +30,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0001_initial.sql"),
     include_str!("migrations/0002_smpp_credentials.sql"),
     include_str!("migrations/0003_message_feedback.sql"),
+    include_str!("migrations/0004_route_attempts.sql"),
 ];
 /// The most writes committed together; bounds a batch's latency and memory.
 const MAX_BATCH: usize = 1024;
@@ -364,7 +365,33 @@ fn apply_transition(conn: &Connection, t: Transition) -> Result<Vec<Job>> {
     if let Some(id) = t.done_job {
         delete_job(conn, id)?;
     }
+    insert_attempts(conn, &t.attempts)?;
     insert_jobs(conn, t.jobs)
+}
+
+fn insert_attempts(conn: &Connection, attempts: &[RouteAttempt]) -> Result<()> {
+    if attempts.is_empty() {
+        return Ok(());
+    }
+    let mut s = conn
+        .prepare_cached(&format!(
+            "INSERT INTO route_attempts ({ATTEMPT_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"
+        ))
+        .map_err(map_sql)?;
+    for a in attempts {
+        s.execute(params![
+            a.message_sid.as_str(),
+            a.carrier,
+            a.prefix,
+            a.at,
+            a.result.as_str(),
+            a.carrier_message_id,
+            a.error_code,
+            a.reason
+        ])
+        .map_err(map_sql)?;
+    }
+    Ok(())
 }
 
 #[async_trait]
@@ -834,10 +861,22 @@ impl Store for SqliteStore {
     async fn message_by_carrier_id(&self, carrier: &str, id: &str) -> Result<Option<Message>> {
         let (carrier, id) = (carrier.to_string(), id.to_string());
         self.lookup(move |c| {
-            query_opt(
+            let current = query_opt(
                 c,
                 &format!("SELECT {MESSAGE_COLS} FROM messages WHERE carrier = ?1 AND carrier_message_id = ?2"),
-                [carrier, id],
+                [&carrier, &id],
+                message_row,
+            )?;
+            if current.is_some() {
+                return Ok(current);
+            }
+            query_opt(
+                c,
+                &format!(
+                    "SELECT {MESSAGE_COLS} FROM messages WHERE sid = (SELECT message_sid FROM route_attempts
+                     WHERE carrier = ?1 AND carrier_message_id = ?2 AND result = 'accepted' LIMIT 1)"
+                ),
+                [&carrier, &id],
                 message_row,
             )
         })
@@ -858,6 +897,51 @@ impl Store for SqliteStore {
                 .into_iter()
                 .map(|t| in_savepoint(c, |c| apply_transition(c, t)))
                 .collect())
+        })
+        .await
+    }
+
+    async fn resend_message(
+        &self,
+        sid: Sid,
+        from: (String, String),
+        to: (String, String),
+        at: i64,
+        attempts: Vec<RouteAttempt>,
+    ) -> Result<bool> {
+        self.write(move |c| {
+            let changed = c
+                .prepare_cached(
+                    "UPDATE messages SET carrier = ?4, carrier_message_id = ?5, updated = ?6
+                     WHERE sid = ?1 AND status = 'sent' AND carrier = ?2 AND carrier_message_id = ?3",
+                )
+                .and_then(|mut s| {
+                    s.execute(params![sid.as_str(), from.0, from.1, to.0, to.1, at])
+                })
+                .map_err(map_sql)?;
+            if changed == 0 {
+                return Ok(false);
+            }
+            insert_attempts(c, &attempts)?;
+            Ok(true)
+        })
+        .await
+    }
+
+    async fn add_route_attempts(&self, attempts: Vec<RouteAttempt>) -> Result<()> {
+        self.write(move |c| insert_attempts(c, &attempts)).await
+    }
+
+    async fn route_attempts(&self, message: Sid) -> Result<Vec<RouteAttempt>> {
+        self.lookup(move |c| {
+            query_all(
+                c,
+                &format!(
+                    "SELECT {ATTEMPT_COLS} FROM route_attempts WHERE message_sid = ?1 ORDER BY id"
+                ),
+                [message.as_str()],
+                attempt_row,
+            )
         })
         .await
     }
@@ -888,6 +972,11 @@ impl Store for SqliteStore {
             .map_err(map_sql)?;
             c.execute(
                 "DELETE FROM message_feedback WHERE message_sid = ?1",
+                [sid.as_str()],
+            )
+            .map_err(map_sql)?;
+            c.execute(
+                "DELETE FROM route_attempts WHERE message_sid = ?1",
                 [sid.as_str()],
             )
             .map_err(map_sql)?;

@@ -417,7 +417,12 @@ impl Brain {
     /// of a reconnect is not an outage), up as soon as one can.
     pub async fn watch_link(&self, carrier: &str, mut transmitting: watch::Receiver<usize>) {
         const STARTUP_GRACE: Duration = Duration::from_secs(5);
-        let mut grace = self.link_down_after.max(STARTUP_GRACE);
+        // A carrier not yet bound at start is given time to bind.
+        let mut grace = if *transmitting.borrow() > 0 {
+            self.link_down_after
+        } else {
+            self.link_down_after.max(STARTUP_GRACE)
+        };
         loop {
             // Up (presumed so at start): wait for the last connection to go, then wait
             // out a reconnect before calling it down.

@@ -184,3 +184,41 @@ pub async fn operator_route_attempts(
         "route_attempts": attempts,
     })))
 }
+
+/// The route table as the operator API shows it.
+fn routes_json(table: &tern_domain::RouteTable) -> serde_json::Value {
+    json!({ "routes": table.routes() })
+}
+
+/// `GET /v1/Operator/Routes`: the route table in force on this node, longest prefix
+/// first, in the shape of `[[route]]`.
+pub async fn operator_routes(
+    State(s): State<Arc<AppState>>,
+    headers: HeaderMap,
+) -> ApiResult<Json<serde_json::Value>> {
+    operator(&s, &headers, "/v1/Operator/Routes")?;
+    Ok(Json(routes_json(&s.engine.routes())))
+}
+
+/// `PUT /v1/Operator/Routes` with `{"routes": [...]}` (each as a `[[route]]` table):
+/// checked whole, then swapped in without stopping traffic (messages already routed keep
+/// their carrier). Answers the table now in force.
+pub async fn operator_set_routes(
+    State(s): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult<Json<serde_json::Value>> {
+    operator(&s, &headers, "/v1/Operator/Routes")?;
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Body {
+        routes: Vec<tern_domain::Route>,
+    }
+    let body: Body = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::invalid(format!("The route table is not valid JSON: {e}")))?;
+    let table = s
+        .engine
+        .set_routes(body.routes)
+        .map_err(|e| ApiError::invalid(format!("The route table was refused: {e}")))?;
+    Ok(Json(routes_json(&table)))
+}

@@ -5,16 +5,81 @@
 //! ids; the longest matching prefix wins. The first carrier listed is preferred and each
 //! further attempt moves to the next one, wrapping around, so a carrier that errors hands
 //! its traffic to the next without operator action. The Super Network replaces the fixed
-//! order with a learned ranking; this table stays as its operator constraints.
+//! order with a learned ranking; this table stays as its operator constraints: per
+//! carrier a `weight` (preference between carriers of equal quality and cost, higher
+//! first), a `cost` per message (cheaper first among equal quality), a `max_share` (the
+//! largest share of the route's messages it may be first for) and a `max_mps` (messages
+//! per second on this route; beyond it traffic spills to the next carrier); and `deny`,
+//! which refuses every message to the destination (21408), as a geographic permission.
+//!
+//! ```toml
+//! [[route]]
+//! prefix = "+44"
+//! carriers = ["a", "b", "c"]
+//! weight = { b = 2 }
+//! cost = { a = 0.0045, b = 0.0040 }
+//! max_share = { a = 0.8 }
+//! max_mps = { c = 20 }
+//!
+//! [[route]]
+//! prefix = "+98"
+//! deny = true
+//! ```
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+use serde::{Deserialize, Serialize};
+
+use crate::network::Candidate;
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Route {
     /// `"+"` or `"+"` followed by digits.
     pub prefix: String,
     /// Carrier ids, most preferred first.
+    #[serde(default)]
     pub carriers: Vec<String>,
+    /// Preference between carriers of equal quality and cost, higher first (default 1).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub weight: BTreeMap<String, u32>,
+    /// Cost of one message on a carrier (default 0), in the operator's currency.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub cost: BTreeMap<String, f64>,
+    /// The largest share (0–1] of the route's messages a carrier may be first for.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub max_share: BTreeMap<String, f64>,
+    /// Messages per second a carrier may take on this route; beyond it, the next one.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub max_mps: BTreeMap<String, f64>,
+    /// Refuse every message to this destination (error 21408).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub deny: bool,
+}
+
+impl Route {
+    /// A route over `carriers` in order, without constraints.
+    pub fn new(prefix: impl Into<String>, carriers: Vec<String>) -> Route {
+        Route {
+            prefix: prefix.into(),
+            carriers,
+            ..Route::default()
+        }
+    }
+
+    /// The route's carriers as ranking candidates, in listed order.
+    pub fn candidates(&self) -> Vec<Candidate> {
+        self.carriers
+            .iter()
+            .map(|c| Candidate {
+                carrier: c.clone(),
+                weight: self.weight.get(c).copied().unwrap_or(1),
+                // Validated finite and ≥ 0; micro-units keep ranking exact.
+                cost_micros: self.cost.get(c).map_or(0, |v| (v * 1e6).round() as u64),
+                max_share: self.max_share.get(c).copied(),
+            })
+            .collect()
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -29,10 +94,60 @@ pub enum RouteError {
     DuplicateCarrier { prefix: String, carrier: String },
     #[error("two routes have the prefix {0:?}")]
     DuplicatePrefix(String),
+    #[error("route {prefix:?}: {key} of {carrier:?} {problem}")]
+    BadTerm {
+        prefix: String,
+        key: &'static str,
+        carrier: String,
+        problem: &'static str,
+    },
+}
+
+/// Checks a route's per-carrier terms: each names a carrier of the route, with a value
+/// that means something.
+fn check_terms(r: &Route) -> Result<(), RouteError> {
+    let bad = |key, carrier: &String, problem| RouteError::BadTerm {
+        prefix: r.prefix.clone(),
+        key,
+        carrier: carrier.clone(),
+        problem,
+    };
+    let listed = |key, carrier: &String| {
+        if r.carriers.contains(carrier) {
+            Ok(())
+        } else {
+            Err(bad(key, carrier, "is not one of the route's carriers"))
+        }
+    };
+    for (c, w) in &r.weight {
+        listed("weight", c)?;
+        if *w == 0 {
+            return Err(bad("weight", c, "must be at least 1"));
+        }
+    }
+    for (c, v) in &r.cost {
+        listed("cost", c)?;
+        if !v.is_finite() || *v < 0.0 || *v > 1e6 {
+            return Err(bad("cost", c, "must be a number from 0 to 1000000"));
+        }
+    }
+    for (c, v) in &r.max_share {
+        listed("max_share", c)?;
+        if !(v.is_finite() && *v > 0.0 && *v <= 1.0) {
+            return Err(bad("max_share", c, "must be above 0 and at most 1"));
+        }
+    }
+    for (c, v) in &r.max_mps {
+        listed("max_mps", c)?;
+        if !(v.is_finite() && *v > 0.0) {
+            return Err(bad("max_mps", c, "must be a positive number"));
+        }
+    }
+    Ok(())
 }
 
 /// Validated routes, longest prefix first.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct RouteTable {
     routes: Vec<Route>,
 }
@@ -43,10 +158,10 @@ impl RouteTable {
     /// declares carriers works.
     pub fn new(routes: Vec<Route>, carriers: &[&str]) -> Result<RouteTable, RouteError> {
         let routes = if routes.is_empty() {
-            vec![Route {
-                prefix: "+".into(),
-                carriers: carriers.iter().map(|c| (*c).to_owned()).collect(),
-            }]
+            vec![Route::new(
+                "+",
+                carriers.iter().map(|c| (*c).to_owned()).collect(),
+            )]
         } else {
             routes
         };
@@ -60,9 +175,10 @@ impl RouteTable {
             if !digits.bytes().all(|b| b.is_ascii_digit()) || digits.len() > 15 {
                 return Err(RouteError::BadPrefix(r.prefix.clone()));
             }
-            if r.carriers.is_empty() {
+            if r.carriers.is_empty() && !r.deny {
                 return Err(RouteError::NoCarrier(r.prefix.clone()));
             }
+            check_terms(r)?;
             let mut seen = HashSet::new();
             for c in &r.carriers {
                 if !known.contains(c.as_str()) {
@@ -87,6 +203,7 @@ impl RouteTable {
         Ok(RouteTable { routes })
     }
 
+    /// Every route, longest prefix first.
     pub fn routes(&self) -> &[Route] {
         &self.routes
     }
@@ -118,10 +235,113 @@ mod tests {
     use proptest::prelude::*;
 
     fn route(prefix: &str, carriers: &[&str]) -> Route {
-        Route {
-            prefix: prefix.into(),
-            carriers: carriers.iter().map(|c| (*c).to_owned()).collect(),
+        Route::new(prefix, carriers.iter().map(|c| (*c).to_owned()).collect())
+    }
+
+    #[test]
+    fn terms_name_route_carriers_with_meaningful_values() {
+        let ids = ["a", "b"];
+        let with = |f: &dyn Fn(&mut Route)| {
+            let mut r = route("+44", &["a", "b"]);
+            f(&mut r);
+            RouteTable::new(vec![r], &ids)
+        };
+        assert!(
+            with(&|r| {
+                r.weight.insert("b".into(), 2);
+                r.cost.insert("a".into(), 0.004);
+                r.max_share.insert("a".into(), 0.5);
+                r.max_mps.insert("b".into(), 20.0);
+            })
+            .is_ok()
+        );
+        let err = with(&|r| {
+            r.cost.insert("c".into(), 0.1);
+        })
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "route \"+44\": cost of \"c\" is not one of the route's carriers"
+        );
+        for bad in [
+            &(|r: &mut Route| {
+                r.weight.insert("a".into(), 0);
+            }) as &dyn Fn(&mut Route),
+            &|r| {
+                r.cost.insert("a".into(), f64::NAN);
+            },
+            &|r| {
+                r.cost.insert("a".into(), -1.0);
+            },
+            &|r| {
+                r.max_share.insert("a".into(), 1.5);
+            },
+            &|r| {
+                r.max_share.insert("a".into(), 0.0);
+            },
+            &|r| {
+                r.max_mps.insert("a".into(), f64::INFINITY);
+            },
+        ] {
+            assert!(matches!(with(bad), Err(RouteError::BadTerm { .. })));
         }
+        // A denied destination needs no carrier; any other route does.
+        let mut denied = route("+98", &[]);
+        denied.deny = true;
+        assert!(RouteTable::new(vec![denied], &ids).is_ok());
+        assert!(RouteTable::new(vec![route("+98", &[])], &ids).is_err());
+    }
+
+    #[test]
+    fn candidates_carry_the_terms_in_listed_order() {
+        let mut r = route("+44", &["a", "b"]);
+        r.weight.insert("b".into(), 3);
+        r.cost.insert("a".into(), 0.0045);
+        r.max_share.insert("b".into(), 0.25);
+        let c = r.candidates();
+        assert_eq!(
+            (
+                c[0].carrier.as_str(),
+                c[0].weight,
+                c[0].cost_micros,
+                c[0].max_share
+            ),
+            ("a", 1, 4_500, None)
+        );
+        assert_eq!(
+            (
+                c[1].carrier.as_str(),
+                c[1].weight,
+                c[1].cost_micros,
+                c[1].max_share
+            ),
+            ("b", 3, 0, Some(0.25))
+        );
+    }
+
+    #[test]
+    fn routes_read_from_toml_with_terms() {
+        #[derive(Deserialize)]
+        struct F {
+            route: Vec<Route>,
+        }
+        let f: F = toml::from_str(
+            r#"
+            [[route]]
+            prefix = "+44"
+            carriers = ["a", "b"]
+            weight = { b = 2 }
+            max_mps = { a = 20 }
+
+            [[route]]
+            prefix = "+98"
+            deny = true
+            "#,
+        )
+        .unwrap();
+        assert_eq!(f.route[0].weight.get("b"), Some(&2));
+        assert_eq!(f.route[0].max_mps.get("a"), Some(&20.0));
+        assert!(f.route[1].deny && f.route[1].carriers.is_empty());
     }
 
     #[test]

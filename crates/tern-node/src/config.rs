@@ -32,12 +32,7 @@ pub struct Config {
 
 /// One `[[route]]`: destinations starting with `prefix` (`"+"` for all; the longest
 /// match wins) go to `carriers`, the first preferred and the next on error.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RouteConfig {
-    pub prefix: String,
-    pub carriers: Vec<String>,
-}
+pub type RouteConfig = tern_domain::Route;
 
 /// The customer-facing SMPP server.
 #[derive(Debug, Clone, Deserialize)]

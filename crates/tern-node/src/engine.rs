@@ -12,7 +12,7 @@ use tern_carriers::{
     Carrier, CarrierEvent, InboundSms, OutboundSms, Receipt, ReceiptOutcome, SubmitError,
 };
 use tern_domain::keywords::{self, Keyword};
-use tern_domain::{Route, RouteTable, SendParams, check_transition, plan_send};
+use tern_domain::{Route, RouteError, RouteTable, SendParams, check_transition, plan_send};
 use tern_store::{
     Account, AttemptResult, Feedback, FeedbackOutcome, Message, NewJob, PhoneNumber, RouteAttempt,
     Store, StoreError, Transition,
@@ -115,7 +115,9 @@ pub struct Engine {
     store: Arc<dyn Store>,
     queue: Arc<dyn Queue>,
     carriers: HashMap<String, Arc<dyn Carrier>>,
-    routes: RouteTable,
+    /// Swapped whole by [`Engine::set_routes`]; a route in use stays valid meanwhile.
+    routes: std::sync::RwLock<Arc<RouteTable>>,
+    carrier_ids: Vec<String>,
     webhooks: WebhookClient,
     config: Config,
     /// Webhooks waiting behind an earlier one of the same message (callbacks stay in order).
@@ -154,15 +156,8 @@ impl Engine {
             return Err("at least one carrier is needed".into());
         }
         let ids: Vec<&str> = carriers.iter().map(|c| c.id()).collect();
-        let routes: Vec<Route> = config
-            .routes
-            .iter()
-            .map(|r| Route {
-                prefix: r.prefix.clone(),
-                carriers: r.carriers.clone(),
-            })
-            .collect();
-        let routes = RouteTable::new(routes, &ids).map_err(|e| e.to_string())?;
+        let routes = RouteTable::new(config.routes.clone(), &ids).map_err(|e| e.to_string())?;
+        let carrier_ids = ids.iter().map(|c| (*c).to_owned()).collect();
         let mut by_id = HashMap::new();
         for c in carriers {
             let id = c.id().to_owned();
@@ -182,7 +177,8 @@ impl Engine {
             store,
             queue,
             carriers: by_id,
-            routes,
+            routes: std::sync::RwLock::new(Arc::new(routes)),
+            carrier_ids,
             webhooks,
             config,
             chains: Mutex::new(HashMap::new()),
@@ -194,6 +190,25 @@ impl Engine {
 
     pub fn store(&self) -> &Arc<dyn Store> {
         &self.store
+    }
+
+    /// The route table in force.
+    pub fn routes(&self) -> Arc<RouteTable> {
+        self.routes
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Replaces the route table (the operator API, a config reload): checked against the
+    /// carriers first, then swapped whole. Messages already routed keep their carrier;
+    /// the next routing decision uses the new table.
+    pub fn set_routes(&self, routes: Vec<Route>) -> Result<Arc<RouteTable>, RouteError> {
+        let ids: Vec<&str> = self.carrier_ids.iter().map(String::as_str).collect();
+        let table = Arc::new(RouteTable::new(routes, &ids)?);
+        *self.routes.write().unwrap_or_else(|p| p.into_inner()) = table.clone();
+        tracing::info!(routes = table.routes().len(), "route table replaced");
+        Ok(table)
     }
 
     /// What resends did since the start.
@@ -213,7 +228,8 @@ impl Engine {
 
     /// The path a message to `to` on `carrier` takes: the carrier and its route's prefix.
     fn path(&self, carrier: &str, to: &str) -> PathKey {
-        let prefix = self.routes.route_for(to).map_or("+", |r| r.prefix.as_str());
+        let routes = self.routes();
+        let prefix = routes.route_for(to).map_or("+", |r| r.prefix.as_str());
         PathKey::new(carrier, prefix)
     }
 
@@ -318,7 +334,11 @@ impl Engine {
     ) -> Result<Message, EngineError> {
         let now = chrono::Utc::now();
         let plan = plan_send(params, now)?;
-        if self.routes.carriers_for(plan.to.as_str()).is_none() {
+        if self
+            .routes()
+            .route_for(plan.to.as_str())
+            .is_none_or(|r| r.deny)
+        {
             return Err(EngineError::code(ErrorCode::RegionNotEnabled));
         }
         if let Some(from) = &plan.from {
@@ -614,7 +634,8 @@ impl Engine {
 
     async fn submit(&self, m: &Message, job: &Job) -> Result<(), StoreError> {
         let now = now_ms();
-        let Some(route) = self.routes.route_for(&m.to) else {
+        let routes = self.routes();
+        let Some(route) = routes.route_for(&m.to).filter(|r| !r.deny) else {
             // The route table changed since the message was accepted.
             let mut t = self.transition_with_error(
                 m,
@@ -627,9 +648,9 @@ impl Engine {
         };
         let picked = self
             .brain
-            .pick(&route.prefix, &route.carriers, &m.sid, job.attempts, &[])
-            .and_then(|(id, why)| Some((self.carriers.get(&id)?, why)));
-        let Some((carrier, why)) = picked else {
+            .pick(route, &m.sid, job.attempts, &[])
+            .and_then(|p| Some((self.carriers.get(&p.carrier)?, p)));
+        let Some((carrier, pick)) = picked else {
             let mut t = self.transition_with_error(
                 m,
                 MessageStatus::Failed,
@@ -639,10 +660,16 @@ impl Engine {
             t.done_job = Some(job.id);
             return self.apply_or_reload(t).await;
         };
+        if !pick.wait.is_zero() {
+            // Every carrier is at its route's max_mps: this slot is reserved for us.
+            tokio::time::sleep(pick.wait).await;
+        }
         let key = PathKey::new(carrier.id(), route.prefix.as_str());
         let route = &route.carriers;
         let last_attempt = job.attempts + 1 >= self.config.messaging.max_submit_attempts;
-        let (result, attempt) = self.try_carrier(m, carrier.as_ref(), &key, why).await;
+        let (result, attempt) = self
+            .try_carrier(m, carrier.as_ref(), &key, pick.reason)
+            .await;
         match result {
             Ok(id) => {
                 self.brain.sent(m.sid, key.clone());
@@ -768,7 +795,8 @@ impl Engine {
         if m.status != MessageStatus::Sent || old_carrier != from.carrier {
             return Ok(false);
         }
-        let Some(route) = self.routes.route_for(&m.to) else {
+        let routes = self.routes();
+        let Some(route) = routes.route_for(&m.to) else {
             return Ok(false);
         };
         let history = self.store.route_attempts(sid).await?;
@@ -790,15 +818,17 @@ impl Engine {
         tried.push(old_carrier.clone());
         let picked = self
             .brain
-            .pick(&route.prefix, &route.carriers, &sid, 0, &tried)
-            .filter(|(id, _)| !tried.contains(id))
-            .and_then(|(id, r)| Some((self.carriers.get(&id)?, r)));
-        let Some((carrier, rank)) = picked else {
+            .pick(route, &sid, 0, &tried)
+            .and_then(|p| Some((self.carriers.get(&p.carrier)?, p)));
+        let Some((carrier, pick)) = picked else {
             metrics::counter!("tern_network_resends_total", "result" => "no_carrier").increment(1);
             return Ok(false);
         };
+        if !pick.wait.is_zero() {
+            tokio::time::sleep(pick.wait).await;
+        }
         let key = PathKey::new(carrier.id(), route.prefix.as_str());
-        let reason = format!("resent from {old_carrier}: {why}; {rank}");
+        let reason = format!("resent from {old_carrier}: {why}; {}", pick.reason);
         let (result, attempt) = self.try_carrier(&m, carrier.as_ref(), &key, reason).await;
         self.brain.routed(&sid);
         let Ok(new_id) = result else {

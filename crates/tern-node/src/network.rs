@@ -10,6 +10,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use serde::Deserialize;
+use tern_domain::Route;
 use tern_domain::network::{
     Candidate, Health, HealthConfig, Network, PathKey, PathView, Signal, Transition,
 };
@@ -99,12 +100,70 @@ pub(crate) struct Brain {
     link_down_after: Duration,
     resend: ResendSettings,
     budget: Mutex<Budget>,
+    /// `max_mps` state per (route prefix, carrier).
+    rates: Mutex<HashMap<(String, String), Rate>>,
     origin: Instant,
     network: Mutex<Network>,
     tracker: Mutex<Tracker>,
     /// Carriers that already failed a message still being routed, so its next attempt
     /// tries another one even though the ranking may have changed in between.
     tried: Mutex<HashMap<Sid, Vec<String>>>,
+}
+
+/// A carrier for one attempt.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Pick {
+    pub carrier: String,
+    /// Why: its rank and health (or route order), and carriers skipped at their rate.
+    pub reason: String,
+    /// How long to wait before submitting (zero unless every carrier is at its rate).
+    pub wait: Duration,
+}
+
+impl Pick {
+    fn now(carrier: &str, mut reason: String, full: &[String]) -> Pick {
+        if !full.is_empty() {
+            reason.push_str(&format!("; {} at max_mps", full.join(", ")));
+        }
+        Pick {
+            carrier: carrier.to_owned(),
+            reason,
+            wait: Duration::ZERO,
+        }
+    }
+}
+
+/// A route's `max_mps` for one carrier: the generic cell rate algorithm (virtual
+/// scheduling) with a burst of one second's worth.
+#[derive(Debug, Clone, Copy)]
+struct Rate {
+    /// The theoretical time (ms) the next message is due.
+    next_ms: f64,
+}
+
+impl Rate {
+    /// Takes a slot now if the carrier is within its rate.
+    fn try_take(&mut self, mps: f64, now_ms: u64) -> bool {
+        let now = now_ms as f64;
+        let interval = 1000.0 / mps;
+        let start = self.next_ms.max(now);
+        // Up to one second of messages may run ahead of the steady rate.
+        if start - now > 1000.0 - interval {
+            return false;
+        }
+        self.next_ms = start + interval;
+        true
+    }
+
+    /// Reserves the next slot whatever the backlog; the milliseconds to wait for it.
+    fn reserve(&mut self, mps: f64, now_ms: u64) -> u64 {
+        let now = now_ms as f64;
+        let interval = 1000.0 / mps;
+        let start = self.next_ms.max(now);
+        self.next_ms = start + interval;
+        // The slot's start minus the burst allowance (which is already in use).
+        (start - now - (1000.0 - interval)).max(0.0).ceil() as u64
+    }
 }
 
 /// What [`NetworkConfig`] says about resends.
@@ -152,6 +211,7 @@ impl Brain {
             learn: config.learn,
             link_down_after: Duration::from_millis(config.link_down_after_ms),
             resend,
+            rates: Mutex::new(HashMap::new()),
             budget: Mutex::new(Budget {
                 tokens: resend.max_per_sec * 5.0,
                 at_ms: 0,
@@ -167,49 +227,87 @@ impl Brain {
         u64::try_from(self.origin.elapsed().as_millis()).unwrap_or(u64::MAX)
     }
 
-    /// The carrier attempt number `attempt` of message `sid` should use, and why.
-    /// Learning: the best-ranked carrier this message has not failed on yet and that is
-    /// not in `exclude` (all failed: the best one not excluded). Static: the route's list
-    /// in order, one step per attempt.
-    pub fn pick(
-        &self,
-        prefix: &str,
-        carriers: &[String],
-        sid: &Sid,
-        attempt: u32,
-        exclude: &[String],
-    ) -> Option<(String, String)> {
-        let allowed: Vec<&String> = carriers.iter().filter(|c| !exclude.contains(c)).collect();
-        if !self.learn || allowed.len() < 2 {
-            let i = attempt as usize % allowed.len().max(1);
-            let c = allowed.get(i)?;
-            return Some((
-                (*c).clone(),
-                format!("route order {} of {}", i + 1, allowed.len()),
-            ));
-        }
-        let candidates: Vec<Candidate> = allowed
-            .iter()
-            .map(|c| Candidate {
-                carrier: (*c).clone(),
-                weight: 1,
-                cost_micros: 0,
-                max_share: None,
-            })
+    /// The carrier attempt number `attempt` of message `sid` should use on `route`, why,
+    /// and how long to wait first (only when every carrier is at its `max_mps`).
+    /// Learning: the route's candidates ranked by the network (quality, then cost, weight
+    /// and listed order, within `max_share`), carriers this message failed on last.
+    /// Static: the listed order, starting one step further per attempt. Carriers in
+    /// `exclude` are never picked; one at its `max_mps` spills to the next.
+    pub fn pick(&self, route: &Route, sid: &Sid, attempt: u32, exclude: &[String]) -> Option<Pick> {
+        let candidates: Vec<Candidate> = route
+            .candidates()
+            .into_iter()
+            .filter(|c| !exclude.contains(&c.carrier))
             .collect();
+        if candidates.is_empty() {
+            return None;
+        }
         let now = self.now_ms();
-        let network = lock(&self.network);
-        let ranked = network.rank(&candidates, prefix, seed(sid, 0), now);
-        let tried = lock(&self.tried);
-        let failed = tried.get(sid).map(Vec::as_slice).unwrap_or_default();
-        let (i, c) = ranked
-            .iter()
-            .enumerate()
-            .find(|(_, c)| !failed.contains(c))
-            .or(ranked.first().map(|c| (0, c)))?;
-        let health = network.health(&PathKey::new(c.as_str(), prefix));
-        let reason = format!("ranked {} of {} ({health})", i + 1, ranked.len());
-        Some((c.clone(), reason))
+        let (order, health): (Vec<String>, Option<Vec<Health>>) =
+            if !self.learn || candidates.len() < 2 {
+                let n = candidates.len();
+                let start = attempt as usize % n;
+                let order = (0..n)
+                    .filter_map(|i| candidates.get((start + i) % n))
+                    .map(|c| c.carrier.clone())
+                    .collect();
+                (order, None)
+            } else {
+                let network = lock(&self.network);
+                let mut ranked = network.rank(&candidates, &route.prefix, seed(sid, 0), now);
+                // Carriers that already failed this message go last.
+                let tried = lock(&self.tried);
+                if let Some(failed) = tried.get(sid) {
+                    ranked.sort_by_key(|c| failed.contains(c));
+                }
+                let health = ranked
+                    .iter()
+                    .map(|c| network.health(&PathKey::new(c.as_str(), route.prefix.as_str())))
+                    .collect();
+                (ranked, Some(health))
+            };
+        let describe = |i: usize| match &health {
+            Some(h) => format!(
+                "ranked {} of {} ({})",
+                i + 1,
+                order.len(),
+                h.get(i).copied().unwrap_or(Health::Healthy)
+            ),
+            None => format!("route order {} of {}", i + 1, order.len()),
+        };
+        let mut rates = lock(&self.rates);
+        let mut full = Vec::new();
+        for (i, c) in order.iter().enumerate() {
+            let Some(&mps) = route.max_mps.get(c) else {
+                return Some(Pick::now(c, describe(i), &full));
+            };
+            let rate = rates
+                .entry((route.prefix.clone(), c.clone()))
+                .or_insert(Rate { next_ms: 0.0 });
+            if rate.try_take(mps, now) {
+                return Some(Pick::now(c, describe(i), &full));
+            }
+            full.push(c.clone());
+        }
+        // Every carrier is at its rate: the one free soonest, after a wait.
+        let (i, c) = order.iter().enumerate().min_by(|(_, a), (_, b)| {
+            let at = |c: &String| {
+                rates
+                    .get(&(route.prefix.clone(), c.clone()))
+                    .map_or(0.0, |r| r.next_ms)
+            };
+            at(a).total_cmp(&at(b))
+        })?;
+        let mps = route.max_mps.get(c).copied().unwrap_or(f64::MAX);
+        let rate = rates
+            .entry((route.prefix.clone(), c.clone()))
+            .or_insert(Rate { next_ms: 0.0 });
+        let wait_ms = rate.reserve(mps, now);
+        Some(Pick {
+            carrier: c.clone(),
+            reason: format!("{}; every carrier at its max_mps", describe(i)),
+            wait: Duration::from_millis(wait_ms),
+        })
     }
 
     /// `carrier` could not take message `sid` (it will be retried elsewhere).

@@ -107,10 +107,10 @@ async fn setup(
     let (tx, rx) = mpsc::channel(4096);
     let carriers = carriers(tx);
     let mut config = Config::default();
-    config.routes.push(RouteConfig {
-        prefix: "+".into(),
-        carriers: carriers.iter().map(|c| c.id().to_owned()).collect(),
-    });
+    config.routes.push(RouteConfig::new(
+        "+",
+        carriers.iter().map(|c| c.id().to_owned()).collect(),
+    ));
     tune(&mut config);
     let engine = Engine::new(store.clone(), queue, carriers, config).unwrap();
     engine.start(rx).await.unwrap();
@@ -316,4 +316,85 @@ async fn a_carrier_without_connections_is_down_until_one_is_back() {
     silent.link.send_replace(2);
     wait_health(&s.engine, "a", Health::Probing).await;
     assert!(a_path(&s.engine).link_up);
+}
+
+/// A carrier at its route's `max_mps` spills to the next one; cost ranks equal carriers;
+/// a replaced route table applies to the next message, and a bad one is refused whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn route_terms_cap_rank_and_swap() {
+    let s = setup(
+        |tx| vec![sim("a", tx.clone(), None), sim("b", tx, None)],
+        |c| {
+            c.routes[0].max_mps.insert("a".into(), 5.0);
+        },
+    )
+    .await;
+    let started = std::time::Instant::now();
+    let sids = send_many(&s, 40).await;
+    let messages = all_final(&*s.store, &sids).await;
+    let by_a = messages
+        .iter()
+        .filter(|m| m.carrier.as_deref() == Some("a"))
+        .count();
+    // A second's burst plus the steady rate over the time the messages took.
+    let bound = 5.0 * (1.0 + started.elapsed().as_secs_f64()) + 1.0;
+    assert!(
+        by_a >= 5 && (by_a as f64) <= bound,
+        "a took {by_a}, bound {bound}"
+    );
+    assert!(
+        messages
+            .iter()
+            .all(|m| m.status == MessageStatus::Delivered)
+    );
+    let spilled = messages
+        .iter()
+        .find(|m| m.carrier.as_deref() == Some("b"))
+        .unwrap();
+    let attempts = s.engine.route_attempts(spilled.sid).await.unwrap();
+    assert!(attempts[0].reason.contains("a at max_mps"), "{attempts:?}");
+
+    // Cost: b is cheaper, so b takes everything while both are healthy.
+    let mut cheaper = tern_domain::Route::new("+44", vec!["a".into(), "b".into()]);
+    cheaper.cost.insert("a".into(), 0.005);
+    cheaper.cost.insert("b".into(), 0.004);
+    let mut denied = tern_domain::Route::new("+98", Vec::new());
+    denied.deny = true;
+    let table = s
+        .engine
+        .set_routes(vec![
+            tern_domain::Route::new("+", vec!["a".into(), "b".into()]),
+            cheaper,
+            denied,
+        ])
+        .unwrap();
+    assert_eq!(table.routes()[0].prefix, "+44");
+    let sids = send_many(&s, 10).await;
+    let messages = all_final(&*s.store, &sids).await;
+    assert!(
+        messages.iter().all(|m| m.carrier.as_deref() == Some("b")),
+        "{messages:?}"
+    );
+    let refused = s
+        .engine
+        .send(
+            &s.account,
+            &SendParams {
+                to: Some("+989121234567".into()),
+                from: Some("+14155550100".into()),
+                body: Some("x".into()),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(refused, tern_node::EngineError::Rejected { code, .. } if code == tern_types::ErrorCode::RegionNotEnabled)
+    );
+    // A table naming an unknown carrier is refused and the one in force stays.
+    let bad = s
+        .engine
+        .set_routes(vec![tern_domain::Route::new("+", vec!["zz".into()])]);
+    assert!(bad.is_err());
+    assert_eq!(s.engine.routes().routes().len(), 3);
 }

@@ -594,10 +594,7 @@ async fn one_run(args: &ChaosArgs, scenario: Scenario, learn: bool) -> anyhow::R
     let config = Config {
         routes: ROUTES
             .iter()
-            .map(|p| RouteConfig {
-                prefix: (*p).to_owned(),
-                carriers: ids.clone(),
-            })
+            .map(|p| RouteConfig::new(*p, ids.clone()))
             .collect(),
         messaging: MessagingConfig {
             receipt_grace_secs: 5,

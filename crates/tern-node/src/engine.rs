@@ -127,6 +127,8 @@ pub struct Engine {
     customer_links: std::sync::OnceLock<Arc<dyn CustomerLinks>>,
     brain: Brain,
     counters: ResendCounters,
+    /// The engine itself, for tasks spawned from `&self` methods.
+    me: std::sync::Weak<Engine>,
 }
 
 /// What resends did since the engine started (the chaos benchmark reads them; the same
@@ -171,7 +173,7 @@ impl Engine {
         )
         .map_err(|e| e.to_string())?;
         let brain = Brain::new(&config.network);
-        Ok(Arc::new(Engine {
+        Ok(Arc::new_cyclic(|me| Engine {
             route_permits: Arc::new(Semaphore::new(config.messaging.concurrency.max(1))),
             webhook_permits: Arc::new(Semaphore::new(config.webhooks.concurrency.max(1))),
             store,
@@ -185,6 +187,7 @@ impl Engine {
             customer_links: std::sync::OnceLock::new(),
             brain,
             counters: ResendCounters::default(),
+            me: me.clone(),
         }))
     }
 
@@ -837,6 +840,7 @@ impl Engine {
             return Ok(false);
         };
         let now = now_ms();
+        let old_id_for_query = old_id.clone();
         let given_up = RouteAttempt {
             message_sid: sid,
             carrier: old_carrier.clone(),
@@ -861,6 +865,7 @@ impl Engine {
             self.brain.sent(sid, key);
             metrics::counter!("tern_network_resends_total", "result" => "resent").increment(1);
             self.counters.resent.fetch_add(1, Ordering::Relaxed);
+            self.follow_up(from.carrier.clone(), old_id_for_query, m.to.clone());
         } else {
             // A receipt (or another resend) won the race: the new carrier has a copy the
             // handset may also get.
@@ -979,6 +984,28 @@ impl Engine {
         t.jobs = self.callback_jobs(&m, to, code, r.done_date.as_deref(), None);
         self.apply_or_reload(t).await?;
         Ok(true)
+    }
+
+    /// Asks the carrier a message was resent from, after the receipt grace, what became
+    /// of its copy: a late delivery corrects that carrier's standing and, with the other
+    /// copy delivered too, is counted as a duplicate at the handset. In memory only: a
+    /// restart forgets it, which only loses that evidence.
+    fn follow_up(&self, carrier: String, carrier_message_id: String, to: String) {
+        let Some(c) = self.carriers.get(&carrier).cloned() else {
+            return;
+        };
+        let grace = Duration::from_secs(self.config.messaging.receipt_grace_secs);
+        let Some(me) = self.me.upgrade() else {
+            return;
+        };
+        tokio::spawn(async move {
+            tokio::time::sleep(grace).await;
+            if let Some(r) = c.query(&carrier_message_id, &to).await
+                && let Err(e) = me.apply_receipt(&r, false).await
+            {
+                warn!(error = %e, "could not apply the receipt of a resent message's first copy");
+            }
+        });
     }
 
     /// Whether `sid` was ever sent again on another carrier.

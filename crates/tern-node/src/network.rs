@@ -469,7 +469,11 @@ impl Brain {
             let t = lock(&self.tracker);
             t.overdue
                 .keys()
-                .filter(|k| network.health(k) == Health::Down)
+                // A carrier without a connection cannot send the receipts of what it
+                // took (it holds them): those messages were most likely delivered, and
+                // a resend would reach the handset twice. They wait for the link or for
+                // the receipt sweep's query instead.
+                .filter(|k| network.health(k) == Health::Down && network.link_is_up(&k.carrier))
                 .cloned()
                 .collect()
         };

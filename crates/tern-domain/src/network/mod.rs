@@ -318,6 +318,11 @@ impl Network {
         }
     }
 
+    /// Whether `carrier` has a connection (no `LinkDown` in force).
+    pub fn link_is_up(&self, carrier: &str) -> bool {
+        !self.links_down.contains(carrier)
+    }
+
     /// Forgets a carrier the operator removed.
     pub fn remove_carrier(&mut self, carrier: &str) {
         self.paths.retain(|k, _| k.carrier != carrier);

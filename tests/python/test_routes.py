@@ -155,3 +155,17 @@ def test_sighup_reloads_the_routes_of_the_config_file(node):
         node.config_path.write_text(original)
         node.proc.send_signal(signal.SIGHUP)
         poll(lambda: any(r.get("deny") for r in routes(node)), desc="routes restored")
+
+
+def test_events_list_the_regions_latest_changes_to_the_operator(node):
+    r = requests.get(node.base_url + "/v1/Operator/Events",
+                     headers={"Authorization": "Bearer wrong"}, timeout=HTTP_TIMEOUT)
+    assert r.status_code == 401, r.text
+    r = op(node, "GET", "/v1/Operator/Events")
+    assert r.status_code == 200, r.text
+    events = r.json()["events"]
+    assert isinstance(events, list)
+    for e in events:
+        assert set(e) == {"kind", "node", "at", "data"}, e
+    r = op(node, "GET", "/v1/Operator/Events?Kind=network.link")
+    assert all(e["kind"] == "network.link" for e in r.json()["events"])

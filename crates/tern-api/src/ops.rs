@@ -222,3 +222,26 @@ pub async fn operator_set_routes(
         .map_err(|e| ApiError::invalid(format!("The route table was refused: {e}")))?;
     Ok(Json(routes_json(&table)))
 }
+
+/// `GET /v1/Operator/Events[?Kind=network.path]`: the region's latest events as this node
+/// received them (at most 1,000, oldest first): carrier paths changing health
+/// (`network.path`), carriers losing or regaining every connection (`network.link`).
+pub async fn operator_events(
+    State(s): State<Arc<AppState>>,
+    headers: HeaderMap,
+    uri: Uri,
+) -> ApiResult<Json<serde_json::Value>> {
+    operator(&s, &headers, "/v1/Operator/Events")?;
+    let kind = uri.query().and_then(|q| {
+        form_urlencoded::parse(q.as_bytes())
+            .find(|(k, _)| k == "Kind")
+            .map(|(_, v)| v.into_owned())
+    });
+    let events: Vec<_> = s
+        .engine
+        .recent_events()
+        .into_iter()
+        .filter(|e| kind.as_deref().is_none_or(|k| e.kind == k))
+        .collect();
+    Ok(Json(json!({ "events": events })))
+}

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use tern_bus::{Job, JobKind, Queue};
+use tern_bus::{Event, Job, JobKind, Queue};
 use tern_carriers::{
     Carrier, CarrierEvent, InboundSms, OutboundSms, Receipt, ReceiptOutcome, SubmitError,
 };
@@ -127,6 +127,8 @@ pub struct Engine {
     customer_links: std::sync::OnceLock<Arc<dyn CustomerLinks>>,
     brain: Brain,
     counters: ResendCounters,
+    /// The region's latest events, at most [`RECENT_EVENTS`].
+    recent_events: Mutex<VecDeque<Event>>,
     /// The engine itself, for tasks spawned from `&self` methods.
     me: std::sync::Weak<Engine>,
 }
@@ -142,6 +144,9 @@ pub struct ResendCounters {
     /// Messages both carriers reported delivered.
     pub duplicate_deliveries: AtomicU64,
 }
+
+/// Events kept for the operator API.
+const RECENT_EVENTS: usize = 1_000;
 
 fn token() -> String {
     Sid::generate(SidPrefix::Message).as_str()[2..].to_string()
@@ -187,12 +192,43 @@ impl Engine {
             customer_links: std::sync::OnceLock::new(),
             brain,
             counters: ResendCounters::default(),
+            recent_events: Mutex::new(VecDeque::new()),
             me: me.clone(),
         }))
     }
 
     pub fn store(&self) -> &Arc<dyn Store> {
         &self.store
+    }
+
+    /// The region's latest events (oldest first), as this node received them.
+    pub fn recent_events(&self) -> Vec<Event> {
+        self.recent_events
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .cloned()
+            .collect()
+    }
+
+    /// Keeps the region's latest events for [`Engine::recent_events`].
+    async fn event_log_loop(self: Arc<Self>) {
+        let mut events = self.queue.events();
+        loop {
+            match events.recv().await {
+                Ok(e) => {
+                    let mut log = self.recent_events.lock().unwrap_or_else(|p| p.into_inner());
+                    if log.len() >= RECENT_EVENTS {
+                        log.pop_front();
+                    }
+                    log.push_back(e);
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                    warn!(skipped = n, "event log fell behind; skipped events");
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+            }
+        }
     }
 
     /// The route table in force.
@@ -241,7 +277,16 @@ impl Engine {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         loop {
             tick.tick().await;
-            for c in self.brain.tick() {
+            let resends = self.brain.tick();
+            for (kind, data) in self.brain.take_events() {
+                self.queue.emit(Event {
+                    kind: kind.to_owned(),
+                    node: self.config.node.name.clone(),
+                    at: now_ms(),
+                    data,
+                });
+            }
+            for c in resends {
                 let me = self.clone();
                 let span = info_span!("resend", message_sid = %c.sid, carrier = %c.key.carrier);
                 tokio::spawn(
@@ -277,6 +322,7 @@ impl Engine {
         tokio::spawn(self.clone().webhook_loop());
         tokio::spawn(self.clone().event_loop(events));
         tokio::spawn(self.clone().sweep_loop());
+        tokio::spawn(self.clone().event_log_loop());
         tokio::spawn(self.clone().network_loop());
         for (id, carrier) in &self.carriers {
             if let Some(transmitting) = carrier.transmitting() {

@@ -100,6 +100,8 @@ pub(crate) struct Brain {
     link_down_after: Duration,
     resend: ResendSettings,
     budget: Mutex<Budget>,
+    /// Events (kind, fields) not yet handed to the bus; [`Brain::take_events`] drains it.
+    outbox: Mutex<Vec<(&'static str, serde_json::Value)>>,
     /// `max_mps` state per (route prefix, carrier).
     rates: Mutex<HashMap<(String, String), Rate>>,
     origin: Instant,
@@ -212,6 +214,7 @@ impl Brain {
             link_down_after: Duration::from_millis(config.link_down_after_ms),
             resend,
             rates: Mutex::new(HashMap::new()),
+            outbox: Mutex::new(Vec::new()),
             budget: Mutex::new(Budget {
                 tokens: resend.max_per_sec * 5.0,
                 at_ms: 0,
@@ -333,7 +336,7 @@ impl Brain {
     pub fn observe(&self, key: &PathKey, signal: Signal) {
         let now = self.now_ms();
         let transitions = lock(&self.network).observe(key, signal, now);
-        report(&transitions);
+        self.report(&transitions);
     }
 
     /// A message was taken by a carrier: its receipt is now expected by a deadline.
@@ -478,7 +481,7 @@ impl Brain {
                 .collect()
         };
         drop(network);
-        report(&transitions);
+        self.report(&transitions);
         self.resend_candidates(down)
     }
 
@@ -562,7 +565,35 @@ impl Brain {
         });
         let now = self.now_ms();
         let transitions = lock(&self.network).link(carrier, up, now);
-        report(&transitions);
+        self.push_event(
+            "network.link",
+            serde_json::json!({ "carrier": carrier, "up": up }),
+        );
+        self.report(&transitions);
+    }
+
+    /// Logs, measures and queues as events the health changes of paths.
+    fn report(&self, transitions: &[Transition]) {
+        report(transitions);
+        for t in transitions {
+            match serde_json::to_value(t) {
+                Ok(v) => self.push_event("network.path", v),
+                Err(e) => tracing::warn!(error = %e, "cannot encode a path transition"),
+            }
+        }
+    }
+
+    fn push_event(&self, kind: &'static str, data: serde_json::Value) {
+        let mut outbox = lock(&self.outbox);
+        // Bounded: the engine drains it every 100 ms; a flood beyond this is dropped.
+        if outbox.len() < 10_000 {
+            outbox.push((kind, data));
+        }
+    }
+
+    /// The events (kind, fields) since the last call.
+    pub fn take_events(&self) -> Vec<(&'static str, serde_json::Value)> {
+        std::mem::take(&mut *lock(&self.outbox))
     }
 
     pub fn snapshot(&self) -> Vec<PathView> {

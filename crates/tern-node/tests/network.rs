@@ -316,6 +316,54 @@ async fn a_carrier_without_connections_is_down_until_one_is_back() {
     silent.link.send_replace(2);
     wait_health(&s.engine, "a", Health::Probing).await;
     assert!(a_path(&s.engine).link_up);
+    // Each change went out as an event on the bus, in order.
+    let seen = || {
+        s.engine
+            .recent_events()
+            .into_iter()
+            .map(|e| {
+                (
+                    e.kind,
+                    e.data["carrier"].clone(),
+                    e.data["up"].clone(),
+                    e.data["to"].clone(),
+                )
+            })
+            .collect::<Vec<_>>()
+    };
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while seen().len() < 4 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("events arrive");
+    let null = serde_json::Value::Null;
+    assert_eq!(
+        seen(),
+        vec![
+            (
+                "network.link".into(),
+                "a".into(),
+                false.into(),
+                null.clone()
+            ),
+            (
+                "network.path".into(),
+                null.clone(),
+                null.clone(),
+                "down".into()
+            ),
+            ("network.link".into(), "a".into(), true.into(), null.clone()),
+            (
+                "network.path".into(),
+                null.clone(),
+                null.clone(),
+                "probing".into()
+            ),
+        ]
+    );
+    assert!(s.engine.recent_events().iter().all(|e| e.node == "node-1"));
 }
 
 /// A carrier at its route's `max_mps` spills to the next one; cost ranks equal carriers;

@@ -13,10 +13,10 @@
 
 use std::collections::HashMap;
 
-/// A sender that has had nothing to send for this long is forgotten at the next sweep.
-/// Forgetting an idle sender loses nothing: its next free instant is in the past, and a
-/// sender seen for the first time is free now too.
-pub const IDLE_US: i64 = 60_000_000;
+/// How often (at most) senders that have gone idle are swept out, when a new sender comes:
+/// an idle sender is kept no longer than about this. Forgetting an idle sender loses
+/// nothing: its next free instant has passed, and a sender never seen is free now too.
+pub const SWEEP_US: i64 = 60_000_000;
 
 /// What kind of sender a number is, which decides its rate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -106,7 +106,9 @@ pub enum Reservation {
     TooLate(i64),
 }
 
-/// The schedules of the senders being paced, bounded to `capacity` senders.
+/// The schedules of the senders being paced, at most `capacity` of them. When that many are
+/// all busy, a new sender takes the place of the one whose backlog ends first, which can
+/// then send early by at most that backlog.
 #[derive(Debug)]
 pub struct Pacer {
     rates: SenderRates,
@@ -170,13 +172,12 @@ impl Pacer {
             *t = next_free;
             return;
         }
-        if now.saturating_sub(self.swept_at) >= IDLE_US || self.next_free.len() >= self.capacity {
+        if now.saturating_sub(self.swept_at) >= SWEEP_US || self.next_free.len() >= self.capacity {
             self.swept_at = now;
             self.next_free.retain(|_, t| *t > now);
         }
         if self.next_free.len() >= self.capacity {
-            // Every sender held is busy: give up the one whose backlog ends first, which
-            // lets it send early by the least.
+            // Every sender held is busy: give up the one whose backlog ends first.
             if let Some(k) = self
                 .next_free
                 .iter()

@@ -505,13 +505,14 @@ impl Engine {
                 }
                 MessageStatus::Queued => {
                     // A message over its sender's rate waits here, still `queued`.
-                    let from = m.from.as_deref().unwrap_or_default();
-                    match self.pacing.admit(from, &job.payload, now, m.expires_at()) {
-                        Admission::Go => {}
-                        Admission::Wait { run_at, payload } => {
-                            return self.defer(job, run_at, payload).await;
+                    if let Some(from) = &m.from {
+                        match self.pacing.admit(from, &job.payload, now, m.expires_at()) {
+                            Admission::Go => {}
+                            Admission::Wait { run_at, payload } => {
+                                return self.defer(job, run_at, payload).await;
+                            }
+                            Admission::Expired => return self.expire(&m, job, now).await,
                         }
-                        Admission::Expired => return self.expire(&m, job, now).await,
                     }
                     (
                         MessageStatus::Sending,

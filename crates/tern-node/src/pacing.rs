@@ -14,8 +14,8 @@ use tern_domain::pacing::{Pacer, RateError, Reservation, SenderRates};
 
 use crate::config::MessagingConfig;
 
-/// At most this many senders have a schedule in memory (~10 MB); see [`Pacer`] for which
-/// one is given up when all are busy.
+/// At most this many senders have a schedule in memory (a few MB); see [`Pacer`] for
+/// which one is given up when all are busy.
 const MAX_PACED_SENDERS: usize = 100_000;
 
 /// A route job's payload while its message waits in `queued` for a sender's slot.
@@ -75,7 +75,9 @@ impl Pacing {
                 payload: payload.to_owned(),
             };
         }
-        match pacer.reserve(sender, now_us, expires_at.saturating_mul(1000)) {
+        let reservation = pacer.reserve(sender, now_us, expires_at.saturating_mul(1000));
+        metrics::gauge!("tern_paced_senders").set(pacer.len() as f64);
+        match reservation {
             Reservation::Now => Admission::Go,
             Reservation::At(slot_us) => Admission::Wait {
                 run_at: ceil_ms(slot_us),

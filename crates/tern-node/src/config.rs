@@ -146,6 +146,15 @@ pub struct MessagingConfig {
     pub concurrency: usize,
     /// Attempts at submitting one message before it fails.
     pub max_submit_attempts: u32,
+    /// Messages per second one sender may send, by its kind
+    /// (`tern_domain::pacing::classify`); `0` leaves that kind unpaced. A message over its
+    /// sender's rate waits in `queued` for the sender's next free slot, and fails with
+    /// 30001 if that slot is after its validity period. Each node paces what it routes
+    /// (per node, in memory). Twilio's figures are 1 (long code), 3 (toll-free) and 100
+    /// (short code).
+    pub sender_mps_long_code: f64,
+    pub sender_mps_toll_free: f64,
+    pub sender_mps_short_code: f64,
 }
 
 impl Default for MessagingConfig {
@@ -154,6 +163,11 @@ impl Default for MessagingConfig {
             receipt_grace_secs: 10,
             concurrency: 64,
             max_submit_attempts: 10,
+            // Unpaced unless configured, so that a test or a benchmark sending from one
+            // number is not held to a carrier's rate.
+            sender_mps_long_code: 0.0,
+            sender_mps_toll_free: 0.0,
+            sender_mps_short_code: 0.0,
         }
     }
 }
@@ -190,6 +204,19 @@ mod tests {
         assert_eq!(
             (c.node.region.as_str(), c.store.url.as_deref()),
             ("us1", Some("postgres://x"))
+        );
+        let c = Config::from_toml(
+            "[messaging]\nsender_mps_long_code = 1.0\nsender_mps_toll_free = 3\nsender_mps_short_code = 100.0\n",
+        )
+        .unwrap();
+        assert_eq!(
+            (
+                c.messaging.sender_mps_long_code,
+                c.messaging.sender_mps_toll_free,
+                c.messaging.sender_mps_short_code,
+                c.messaging.concurrency
+            ),
+            (1.0, 3.0, 100.0, 64)
         );
     }
 }

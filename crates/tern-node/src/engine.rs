@@ -23,6 +23,7 @@ use tokio::sync::{Semaphore, mpsc};
 use tracing::{Instrument, debug, info_span, warn};
 
 use crate::network::Brain;
+use crate::pacing::{Admission, Pacing};
 use crate::{Config, callbacks, now_ms};
 use tern_domain::network::{PathKey, PathView, Signal};
 
@@ -131,6 +132,7 @@ pub struct Engine {
     recent_events: Mutex<VecDeque<Event>>,
     /// The engine itself, for tasks spawned from `&self` methods.
     me: std::sync::Weak<Engine>,
+    pacing: Pacing,
 }
 
 /// What resends did since the engine started (the chaos benchmark reads them; the same
@@ -178,6 +180,7 @@ impl Engine {
         )
         .map_err(|e| e.to_string())?;
         let brain = Brain::new(&config.network);
+        let pacing = Pacing::new(&config.messaging).map_err(|e| e.to_string())?;
         Ok(Arc::new_cyclic(|me| Engine {
             route_permits: Arc::new(Semaphore::new(config.messaging.concurrency.max(1))),
             webhook_permits: Arc::new(Semaphore::new(config.webhooks.concurrency.max(1))),
@@ -194,6 +197,7 @@ impl Engine {
             counters: ResendCounters::default(),
             recent_events: Mutex::new(VecDeque::new()),
             me: me.clone(),
+            pacing,
         }))
     }
 
@@ -404,10 +408,12 @@ impl Engine {
             }
         }
         let mut status_callback = origin.status_callback.or(plan.status_callback.clone());
+        let mut validity_secs = plan.validity_secs;
         if let Some(svc) = plan.messaging_service_sid {
             match self.store.service(svc).await? {
                 Some(s) if s.account_sid == account.sid => {
                     status_callback = status_callback.or(s.config.status_callback);
+                    validity_secs = validity_secs.or(s.config.validity_period);
                 }
                 _ => return Err(EngineError::code(ErrorCode::MessagingServiceNotFound)),
             }
@@ -430,7 +436,7 @@ impl Engine {
             from: plan.from.map(|f| f.as_str().to_string()),
             num_media: plan.media_urls.len() as u32,
             status_callback,
-            validity_secs: plan.validity_secs,
+            validity_secs: validity_secs.unwrap_or(tern_domain::send::MAX_VALIDITY_SECS),
             send_at: plan.send_at.map(|t| t.timestamp_millis()),
             provide_feedback: plan.provide_feedback,
             ..Message::new(
@@ -587,14 +593,7 @@ impl Engine {
             }
             // Expiry applies until a carrier has taken the message, retries included.
             if now > m.expires_at() {
-                let mut t = self.transition_with_error(
-                    &m,
-                    MessageStatus::Failed,
-                    ErrorCode::QueueOverflow.code(),
-                    now,
-                );
-                t.done_job = Some(job.id);
-                return self.apply_or_reload(t).await;
+                return self.expire(&m, job, now).await;
             }
             let (next, mut t) = match m.status {
                 MessageStatus::Scheduled | MessageStatus::Accepted => {
@@ -617,10 +616,22 @@ impl Engine {
                     t.from = Some(from);
                     (MessageStatus::Queued, t)
                 }
-                MessageStatus::Queued => (
-                    MessageStatus::Sending,
-                    self.transition(&m, MessageStatus::Sending, now),
-                ),
+                MessageStatus::Queued => {
+                    // A message over its sender's rate waits here, still `queued`.
+                    if let Some(from) = &m.from {
+                        match self.pacing.admit(from, &job.payload, now, m.expires_at()) {
+                            Admission::Go => {}
+                            Admission::Wait { run_at, payload } => {
+                                return self.defer(job, run_at, payload).await;
+                            }
+                            Admission::Expired => return self.expire(&m, job, now).await,
+                        }
+                    }
+                    (
+                        MessageStatus::Sending,
+                        self.transition(&m, MessageStatus::Sending, now),
+                    )
+                }
                 MessageStatus::Sending => return self.submit(&m, job).await,
                 _ => return self.store.complete_jobs(vec![job.id]).await,
             };
@@ -662,6 +673,29 @@ impl Engine {
         t
     }
 
+    /// Fails a message whose validity period ends before a carrier takes it, as Twilio
+    /// does (30001, queue overflow).
+    async fn expire(&self, m: &Message, job: &Job, now: i64) -> Result<(), StoreError> {
+        let mut t = self.transition_with_error(
+            m,
+            MessageStatus::Failed,
+            ErrorCode::QueueOverflow.code(),
+            now,
+        );
+        t.done_job = Some(job.id);
+        self.apply_or_reload(t).await
+    }
+
+    /// Puts a route job back until `run_at` without counting an attempt: its message
+    /// waits for its sender's slot.
+    async fn defer(&self, job: &Job, run_at: i64, payload: String) -> Result<(), StoreError> {
+        metrics::counter!("tern_messages_paced_total").increment(1);
+        if let Some(j) = self.store.defer_job(job.id, run_at, payload).await? {
+            self.publish(vec![j]);
+        }
+        Ok(())
+    }
+
     async fn apply_or_reload(&self, t: Transition) -> Result<(), StoreError> {
         match self.apply(t).await {
             Ok(()) | Err(StoreError::StaleStatus(_)) => Ok(()),
@@ -669,6 +703,9 @@ impl Engine {
         }
     }
 
+    /// The sender a Messaging Service send goes from: with sticky sender (the default),
+    /// the one the recipient got before while it is still in the pool; otherwise the next
+    /// of the pool in turn, remembered for the recipient when sticky.
     async fn pick_sender(&self, m: &Message) -> Result<Option<String>, StoreError> {
         let Some(svc) = m.messaging_service_sid else {
             return Ok(None);
@@ -677,8 +714,36 @@ impl Engine {
         if pool.is_empty() {
             return Ok(None);
         }
+        let sticky = match self.store.service(svc).await? {
+            Some(s) => s.config.sticky(),
+            None => return Ok(None),
+        };
+        let stuck = if sticky {
+            self.store.sticky_sender(svc, &m.to).await?
+        } else {
+            None
+        };
+        if let Some(from) = &stuck
+            && pool.iter().any(|(n, _)| n.phone_number == *from)
+        {
+            return Ok(stuck);
+        }
         let counter = self.store.next_sender_counter(svc).await?;
-        Ok(tern_domain::send::pick_sender(&pool, counter).map(|(n, _)| n.phone_number))
+        let Some(from) =
+            tern_domain::send::pick_sender(&pool, counter).map(|(n, _)| n.phone_number)
+        else {
+            return Ok(None);
+        };
+        if !sticky {
+            return Ok(Some(from));
+        }
+        // A concurrent first send to the same recipient may have stuck another sender;
+        // the store's answer is the one every message to the recipient uses.
+        let from = self
+            .store
+            .stick_sender(svc, &m.to, &from, stuck.as_deref(), now_ms())
+            .await?;
+        Ok(Some(from))
     }
 
     async fn submit(&self, m: &Message, job: &Job) -> Result<(), StoreError> {

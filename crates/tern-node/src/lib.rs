@@ -5,6 +5,7 @@ pub mod callbacks;
 pub mod config;
 pub mod engine;
 pub mod network;
+mod pacing;
 
 pub use config::Config;
 pub use engine::{CustomerLinks, Engine, EngineError, Purpose, SMPP_CALLBACK_SCHEME, SendOrigin};

@@ -94,6 +94,21 @@ pub trait Store: Send + Sync + 'static {
     async fn number_service(&self, number: Sid) -> Result<Option<MessagingService>>;
     /// Increments and returns the service's round-robin counter.
     async fn next_sender_counter(&self, service: Sid) -> Result<u64>;
+    /// The sender the service stuck to recipient `to` (sticky sender), if any. It may have
+    /// left the pool since; the caller checks.
+    async fn sticky_sender(&self, service: Sid, to: &str) -> Result<Option<String>>;
+    /// Sticks `sender` to the service's recipient `to` if nothing is stuck there yet or
+    /// `replacing` is (a sender that left the pool), and returns the sender stuck afterwards:
+    /// another one when a concurrent first send got there first, so that every message to
+    /// a recipient agrees. Deleting the service deletes its mappings.
+    async fn stick_sender(
+        &self,
+        service: Sid,
+        to: &str,
+        sender: &str,
+        replacing: Option<&str>,
+        at: i64,
+    ) -> Result<String>;
 
     // SMPP credentials (a Tern extension: the logins of Tern's own SMPP server)
     /// Stores a new credential. `system_id` is unique across the whole store (a bind names
@@ -175,6 +190,9 @@ pub trait Store: Send + Sync + 'static {
     async fn complete_jobs(&self, ids: Vec<i64>) -> Result<()>;
     /// Records a failed attempt and the time of the next one.
     async fn retry_job(&self, id: i64, run_at: i64) -> Result<Option<Job>>;
+    /// Moves a job to `run_at` with a new `payload` without counting an attempt: the job
+    /// waits its turn rather than having failed. `None` if the job is gone.
+    async fn defer_job(&self, id: i64, run_at: i64, payload: String) -> Result<Option<Job>>;
     /// Creates jobs outside a transition (webhooks for inbound messages…).
     async fn insert_jobs(&self, jobs: Vec<NewJob>) -> Result<Vec<Job>>;
 }

@@ -137,6 +137,9 @@ pub struct ServiceConfig {
     pub inbound_method: Option<String>,
     pub fallback_url: Option<String>,
     pub validity_period: Option<u32>,
+    /// Whether a recipient keeps getting messages from the same sender of the pool
+    /// (Twilio's `StickySender`); `None` is Twilio's default, on.
+    pub sticky_sender: Option<bool>,
 }
 
 impl ServiceConfig {
@@ -150,8 +153,14 @@ impl ServiceConfig {
             inbound_request_url,
             inbound_method,
             fallback_url,
-            validity_period
+            validity_period,
+            sticky_sender
         );
+    }
+
+    /// Whether sticky sender is on, Twilio's default when never set.
+    pub fn sticky(&self) -> bool {
+        self.sticky_sender.unwrap_or(true)
     }
 }
 

@@ -88,7 +88,8 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0001_initial.sql"),
     include_str!("migrations/0002_smpp_credentials.sql"),
     include_str!("migrations/0003_message_feedback.sql"),
-    include_str!("migrations/0004_route_attempts.sql"),
+    include_str!("migrations/0004_sticky_senders.sql"),
+    include_str!("migrations/0005_route_attempts.sql"),
 ];
 /// First key of the advisory lock taken while migrating ("tern" in ASCII).
 const MIGRATION_LOCK_CLASS: i32 = 0x7465_726e;
@@ -885,7 +886,8 @@ impl Store for PostgresStore {
         let c = self.client().await?;
         let deleted = exec(
             &c,
-            "WITH pool AS (DELETE FROM service_numbers WHERE service_sid = $1)
+            "WITH pool AS (DELETE FROM service_numbers WHERE service_sid = $1),
+                  sticky AS (DELETE FROM sticky_senders WHERE service_sid = $1)
              DELETE FROM messaging_services WHERE sid = $1",
             &[&sid.as_str()],
         )
@@ -959,6 +961,47 @@ impl Store for PostgresStore {
         .await?
         .ok_or(StoreError::NotFound)?;
         Ok(u64::try_from(before).unwrap_or(0))
+    }
+
+    async fn sticky_sender(&self, service: Sid, to: &str) -> Result<Option<String>> {
+        let c = self.client().await?;
+        query_opt(
+            &c,
+            "SELECT sender FROM sticky_senders WHERE service_sid = $1 AND handset = $2",
+            &[&service.as_str(), &to],
+            |r| r.try_get(0).map_err(corrupt),
+        )
+        .await
+    }
+
+    async fn stick_sender(
+        &self,
+        service: Sid,
+        to: &str,
+        sender: &str,
+        replacing: Option<&str>,
+        at: i64,
+    ) -> Result<String> {
+        // ON CONFLICT DO UPDATE locks and reads the newest row version even when a
+        // concurrent first send committed it after this statement's snapshot, so the
+        // answer is the sender every writer agrees on. The no-op update of the "keep"
+        // case makes RETURNING yield the row either way; `$5` NULL matches nothing.
+        let c = self.client().await?;
+        query_opt(
+            &c,
+            "INSERT INTO sticky_senders (service_sid, handset, sender, updated)
+             VALUES ($1, $2, $3, $4)
+             ON CONFLICT (service_sid, handset) DO UPDATE SET
+                 sender = CASE WHEN sticky_senders.sender = $5::text
+                     THEN EXCLUDED.sender ELSE sticky_senders.sender END,
+                 updated = CASE WHEN sticky_senders.sender = $5::text
+                     THEN EXCLUDED.updated ELSE sticky_senders.updated END
+             RETURNING sender",
+            &[&service.as_str(), &to, &sender, &at, &replacing],
+            |r| r.try_get(0).map_err(corrupt),
+        )
+        .await?
+        .ok_or_else(|| StoreError::Corrupt("an upsert returned no row".into()))
     }
 
     async fn create_smpp_credential(&self, cred: SmppCredential) -> Result<()> {
@@ -1381,6 +1424,19 @@ impl Store for PostgresStore {
                  RETURNING {JOB_COLS}"
             ),
             &[&id, &run_at],
+            job_row,
+        )
+        .await
+    }
+
+    async fn defer_job(&self, id: i64, run_at: i64, payload: String) -> Result<Option<Job>> {
+        let c = self.client().await?;
+        query_opt(
+            &c,
+            &format!(
+                "UPDATE jobs SET run_at = $2, payload = $3 WHERE id = $1 RETURNING {JOB_COLS}"
+            ),
+            &[&id, &run_at, &payload],
             job_row,
         )
         .await

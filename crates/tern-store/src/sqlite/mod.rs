@@ -30,8 +30,18 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0001_initial.sql"),
     include_str!("migrations/0002_smpp_credentials.sql"),
     include_str!("migrations/0003_message_feedback.sql"),
-    include_str!("migrations/0004_route_attempts.sql"),
+    include_str!("migrations/0004_sticky_senders.sql"),
+    include_str!("migrations/0005_route_attempts.sql"),
 ];
+/// Sticks a sender to a service's recipient unless another is stuck there that is not
+/// `?5` (NULL matches nothing), and returns the one stuck afterwards. The no-op update of
+/// the "keep" case makes RETURNING yield the row either way.
+const STICK_SENDER: &str = "INSERT INTO sticky_senders (service_sid, handset, sender, updated)
+    VALUES (?1, ?2, ?3, ?4)
+    ON CONFLICT (service_sid, handset) DO UPDATE SET
+        sender = CASE WHEN sticky_senders.sender = ?5 THEN excluded.sender ELSE sticky_senders.sender END,
+        updated = CASE WHEN sticky_senders.sender = ?5 THEN excluded.updated ELSE sticky_senders.updated END
+    RETURNING sender";
 /// The most writes committed together; bounds a batch's latency and memory.
 const MAX_BATCH: usize = 1024;
 const READERS: usize = 4;
@@ -697,6 +707,11 @@ impl Store for SqliteStore {
                 [sid.as_str()],
             )
             .map_err(map_sql)?;
+            c.execute(
+                "DELETE FROM sticky_senders WHERE service_sid = ?1",
+                [sid.as_str()],
+            )
+            .map_err(map_sql)?;
             Ok(c.execute(
                 "DELETE FROM messaging_services WHERE sid = ?1",
                 [sid.as_str()],
@@ -770,6 +785,44 @@ impl Store for SqliteStore {
                 .and_then(|mut s| s.query_row([service.as_str()], |r| r.get(0)).optional())
                 .map_err(map_sql)?;
             v.map(|v| v.max(1) as u64 - 1).ok_or(StoreError::NotFound)
+        })
+        .await
+    }
+
+    async fn sticky_sender(&self, service: Sid, to: &str) -> Result<Option<String>> {
+        let to = to.to_owned();
+        self.lookup(move |c| {
+            query_opt(
+                c,
+                "SELECT sender FROM sticky_senders WHERE service_sid = ?1 AND handset = ?2",
+                params![service.as_str(), to],
+                |r| r.get(0),
+            )
+        })
+        .await
+    }
+
+    async fn stick_sender(
+        &self,
+        service: Sid,
+        to: &str,
+        sender: &str,
+        replacing: Option<&str>,
+        at: i64,
+    ) -> Result<String> {
+        let (to, sender, replacing) = (
+            to.to_owned(),
+            sender.to_owned(),
+            replacing.map(str::to_owned),
+        );
+        self.write(move |c| {
+            c.prepare_cached(STICK_SENDER)
+                .and_then(|mut s| {
+                    s.query_row(params![service.as_str(), to, sender, at, replacing], |r| {
+                        r.get(0)
+                    })
+                })
+                .map_err(map_sql)
         })
         .await
     }
@@ -1114,6 +1167,21 @@ impl Store for SqliteStore {
         self.write(move |c| {
             c.prepare_cached("UPDATE jobs SET attempts = attempts + 1, run_at = ?2 WHERE id = ?1")
                 .and_then(|mut s| s.execute(params![id, run_at]))
+                .map_err(map_sql)?;
+            query_opt(
+                c,
+                "SELECT id, kind, subject, run_at, attempts, payload FROM jobs WHERE id = ?1",
+                [id],
+                job_row,
+            )
+        })
+        .await
+    }
+
+    async fn defer_job(&self, id: i64, run_at: i64, payload: String) -> Result<Option<Job>> {
+        self.write(move |c| {
+            c.prepare_cached("UPDATE jobs SET run_at = ?2, payload = ?3 WHERE id = ?1")
+                .and_then(|mut s| s.execute(params![id, run_at, payload]))
                 .map_err(map_sql)?;
             query_opt(
                 c,

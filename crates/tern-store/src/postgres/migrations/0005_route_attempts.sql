@@ -1,4 +1,4 @@
--- Version 4: the Super Network's route attempts: every carrier tried for an outbound
+-- Version 5: the Super Network's route attempts: every carrier tried for an outbound
 -- message, when, with what result and why. Append-only; deleted with the message. The
 -- second index finds the message of a receipt for an attempt it was later resent from.
 

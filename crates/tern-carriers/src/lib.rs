@@ -75,8 +75,7 @@ pub trait Carrier: Send + Sync + 'static {
     /// carrier has no final state yet or cannot tell.
     async fn query(&self, carrier_message_id: &str, to: &str) -> Option<Receipt>;
     /// The number of connections that can transmit now, for connectors that keep
-    /// connections (`None` for those that don't): the Super Network's liveness floor.
-    fn transmitting(&self) -> Option<tokio::sync::watch::Receiver<usize>> {
-        None
-    }
+    /// connections (`None` for those that don't): the Super Network's liveness floor. No
+    /// default, so that a wrapper cannot hide its inner carrier's connections by accident.
+    fn transmitting(&self) -> Option<tokio::sync::watch::Receiver<usize>>;
 }

@@ -398,6 +398,10 @@ impl Carrier for Counted {
     async fn query(&self, carrier_message_id: &str, to: &str) -> Option<Receipt> {
         self.inner.query(carrier_message_id, to).await
     }
+
+    fn transmitting(&self) -> Option<tokio::sync::watch::Receiver<usize>> {
+        self.inner.transmitting()
+    }
 }
 
 #[derive(Default)]

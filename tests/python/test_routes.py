@@ -169,3 +169,26 @@ def test_events_list_the_regions_latest_changes_to_the_operator(node):
         assert set(e) == {"kind", "node", "at", "data"}, e
     r = op(node, "GET", "/v1/Operator/Events?Kind=network.link")
     assert all(e["kind"] == "network.link" for e in r.json()["events"])
+
+
+def test_a_country_route_takes_its_numbers_within_a_shared_calling_code(node):
+    before = routes(node)
+    table = {"routes": [
+        {"prefix": "+", "carriers": ["sim-a", "sim-b"]},
+        {"country": "CA", "carriers": ["sim-b", "sim-a"]},
+    ]}
+    r = op(node, "PUT", "/v1/Operator/Routes", json=table)
+    assert r.status_code == 200, r.text
+    try:
+        toronto = send(node, "+14169670123")
+        us = send(node, random_number())
+        for m in (toronto, us):
+            wait_message_status(node.client(), m.sid, "delivered")
+        [a] = attempts(node, toronto.sid)["route_attempts"]
+        assert (a["carrier"], a["prefix"]) == ("sim-b", "CA"), a
+        [a] = attempts(node, us.sid)["route_attempts"]
+        assert (a["carrier"], a["prefix"]) == ("sim-a", "+"), a
+        r = op(node, "PUT", "/v1/Operator/Routes", json={"routes": [{"country": "XX", "carriers": ["sim-a"]}]})
+        assert r.status_code == 400 and "XX" in r.json()["message"], r.text
+    finally:
+        assert op(node, "PUT", "/v1/Operator/Routes", json={"routes": before}).status_code == 200

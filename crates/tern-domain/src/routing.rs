@@ -30,13 +30,22 @@ use std::collections::{BTreeMap, HashSet};
 
 use serde::{Deserialize, Serialize};
 
+use tern_types::phone::{E164, calling_code};
+
 use crate::network::Candidate;
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Route {
-    /// `"+"` or `"+"` followed by digits.
+    /// `"+"` or `"+"` followed by digits; empty for a `country` route.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub prefix: String,
+    /// A country (ISO 3166 alpha-2, `"CA"`) instead of a prefix: the numbers the phone
+    /// number metadata places there (in shared calling codes like NANP's `+1`, by area
+    /// code). It beats a prefix route as long as its calling code (`+1` for CA) and loses
+    /// to a longer prefix (`+1416`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub country: Option<String>,
     /// Carrier ids, most preferred first.
     #[serde(default)]
     pub carriers: Vec<String>,
@@ -67,6 +76,11 @@ impl Route {
         }
     }
 
+    /// What names the route: its prefix, or its country. Paths are learned per key.
+    pub fn key(&self) -> &str {
+        self.country.as_deref().unwrap_or(&self.prefix)
+    }
+
     /// The route's carriers as ranking candidates, in listed order.
     pub fn candidates(&self) -> Vec<Candidate> {
         self.carriers
@@ -86,6 +100,14 @@ impl Route {
 pub enum RouteError {
     #[error("route prefix {0:?} must be \"+\" or \"+\" followed by digits")]
     BadPrefix(String),
+    #[error(
+        "route country {0:?} is not a country code with phone numbers (ISO 3166 alpha-2, like \"GB\")"
+    )]
+    BadCountry(String),
+    #[error(
+        "a route needs exactly one of prefix and country (got prefix {prefix:?}, country {country:?})"
+    )]
+    PrefixOrCountry { prefix: String, country: String },
     #[error("route {0:?} lists no carrier")]
     NoCarrier(String),
     #[error("route {prefix:?} names carrier {carrier:?}, which is not declared")]
@@ -146,10 +168,20 @@ fn check_terms(r: &Route) -> Result<(), RouteError> {
     Ok(())
 }
 
-/// Validated routes, longest prefix first.
+/// Validated routes, longest prefix first (country routes last).
 #[derive(Debug, Clone, PartialEq)]
 pub struct RouteTable {
     routes: Vec<Route>,
+    countries: Vec<CountryRoute>,
+}
+
+/// A country route: its region, how specific it is (its calling code's length with the
+/// `+`) and its place in `routes`.
+#[derive(Debug, Clone, PartialEq)]
+struct CountryRoute {
+    country: String,
+    specificity: usize,
+    index: usize,
 }
 
 impl RouteTable {
@@ -167,16 +199,35 @@ impl RouteTable {
         };
         let known: HashSet<&str> = carriers.iter().copied().collect();
         let mut prefixes = HashSet::new();
-        for r in &routes {
-            let digits = r
-                .prefix
-                .strip_prefix('+')
-                .ok_or_else(|| RouteError::BadPrefix(r.prefix.clone()))?;
-            if !digits.bytes().all(|b| b.is_ascii_digit()) || digits.len() > 15 {
-                return Err(RouteError::BadPrefix(r.prefix.clone()));
+        let mut countries = Vec::new();
+        for (i, r) in routes.iter().enumerate() {
+            match (r.prefix.is_empty(), &r.country) {
+                (true, Some(c)) => {
+                    let code = calling_code(c).ok_or_else(|| RouteError::BadCountry(c.clone()))?;
+                    countries.push(CountryRoute {
+                        country: c.clone(),
+                        specificity: code.to_string().len() + 1,
+                        index: i,
+                    });
+                }
+                (false, None) => {
+                    let digits = r
+                        .prefix
+                        .strip_prefix('+')
+                        .ok_or_else(|| RouteError::BadPrefix(r.prefix.clone()))?;
+                    if !digits.bytes().all(|b| b.is_ascii_digit()) || digits.len() > 15 {
+                        return Err(RouteError::BadPrefix(r.prefix.clone()));
+                    }
+                }
+                _ => {
+                    return Err(RouteError::PrefixOrCountry {
+                        prefix: r.prefix.clone(),
+                        country: r.country.clone().unwrap_or_default(),
+                    });
+                }
             }
             if r.carriers.is_empty() && !r.deny {
-                return Err(RouteError::NoCarrier(r.prefix.clone()));
+                return Err(RouteError::NoCarrier(r.key().to_owned()));
             }
             check_terms(r)?;
             let mut seen = HashSet::new();
@@ -194,13 +245,22 @@ impl RouteTable {
                     });
                 }
             }
-            if !prefixes.insert(r.prefix.as_str()) {
-                return Err(RouteError::DuplicatePrefix(r.prefix.clone()));
+            if !prefixes.insert(r.key()) {
+                return Err(RouteError::DuplicatePrefix(r.key().to_owned()));
             }
         }
-        let mut routes = routes;
-        routes.sort_by_key(|r| std::cmp::Reverse(r.prefix.len()));
-        Ok(RouteTable { routes })
+        // Longest prefix first; country routes (empty prefix) last, found by region.
+        let mut order: Vec<usize> = (0..routes.len()).collect();
+        order.sort_by_key(|&i| std::cmp::Reverse(routes.get(i).map_or(0, |r| r.prefix.len())));
+        let mut slots: Vec<Option<Route>> = routes.into_iter().map(Some).collect();
+        let routes: Vec<Route> = order
+            .iter()
+            .filter_map(|&i| slots.get_mut(i).and_then(Option::take))
+            .collect();
+        for c in &mut countries {
+            c.index = order.iter().position(|&i| i == c.index).unwrap_or(c.index);
+        }
+        Ok(RouteTable { routes, countries })
     }
 
     /// Every route, longest prefix first.
@@ -208,9 +268,27 @@ impl RouteTable {
         &self.routes
     }
 
-    /// The route that serves `to` (an E.164 number): the longest matching prefix.
+    /// The route that serves `to` (an E.164 number): the longest matching prefix, or the
+    /// route of its country when that is more specific (see [`Route::country`]).
     pub fn route_for(&self, to: &str) -> Option<&Route> {
-        self.routes.iter().find(|r| to.starts_with(&r.prefix))
+        let by_prefix = self
+            .routes
+            .iter()
+            .find(|r| !r.prefix.is_empty() && to.starts_with(&r.prefix));
+        if self.countries.is_empty() {
+            return by_prefix;
+        }
+        let by_country = E164::from_trusted(to.to_owned())
+            .country()
+            .and_then(|region| {
+                let c = self.countries.iter().find(|c| c.country == region)?;
+                Some((c.specificity, self.routes.get(c.index)?))
+            });
+        match (by_prefix, by_country) {
+            (Some(p), Some((spec, c))) if p.prefix.len() <= spec => Some(c),
+            (None, Some((_, c))) => Some(c),
+            (p, _) => p,
+        }
     }
 
     /// The carriers for `to`, most preferred first; `None` when no route matches.
@@ -290,6 +368,55 @@ mod tests {
         denied.deny = true;
         assert!(RouteTable::new(vec![denied], &ids).is_ok());
         assert!(RouteTable::new(vec![route("+98", &[])], &ids).is_err());
+    }
+
+    #[test]
+    fn a_country_route_beats_its_calling_code_and_loses_to_longer_prefixes() {
+        let country = |c: &str, carriers: &[&str]| Route {
+            country: Some(c.into()),
+            ..route("", carriers)
+        };
+        let t = RouteTable::new(
+            vec![
+                route("+", &["a"]),
+                route("+1", &["b"]),
+                country("CA", &["c"]),
+                route("+1416555", &["a"]),
+                country("GB", &["b"]),
+            ],
+            &["a", "b", "c"],
+        )
+        .unwrap();
+        let carrier = |to: &str| t.route_for(to).map(|r| (r.key(), r.carriers[0].as_str()));
+        assert_eq!(carrier("+14155552671"), Some(("+1", "b"))); // US: the +1 route
+        assert_eq!(carrier("+14169670123"), Some(("CA", "c"))); // Toronto: Canada
+        assert_eq!(carrier("+14165551234"), Some(("+1416555", "a"))); // a longer prefix wins
+        assert_eq!(carrier("+442079460958"), Some(("GB", "b")));
+        assert_eq!(carrier("+33612345678"), Some(("+", "a")));
+        // Paths are learned per key, and the table shows the country.
+        assert!(
+            t.routes()
+                .iter()
+                .any(|r| r.key() == "CA" && r.prefix.is_empty())
+        );
+
+        for (bad, want) in [
+            (country("ZZ", &["a"]), "not a country code"),
+            (
+                Route {
+                    country: Some("GB".into()),
+                    ..route("+44", &["a"])
+                },
+                "exactly one of prefix and country",
+            ),
+            (route("", &["a"]), "exactly one of prefix and country"),
+            (route("44", &["a"]), "must be"),
+        ] {
+            let err = RouteTable::new(vec![bad], &["a"]).unwrap_err().to_string();
+            assert!(err.contains(want), "{err}");
+        }
+        let twice = RouteTable::new(vec![country("GB", &["a"]), country("GB", &["a"])], &["a"]);
+        assert!(matches!(twice, Err(RouteError::DuplicatePrefix(_))));
     }
 
     #[test]

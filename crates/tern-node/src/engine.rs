@@ -272,7 +272,7 @@ impl Engine {
     /// The path a message to `to` on `carrier` takes: the carrier and its route's prefix.
     fn path(&self, carrier: &str, to: &str) -> PathKey {
         let routes = self.routes();
-        let prefix = routes.route_for(to).map_or("+", |r| r.prefix.as_str());
+        let prefix = routes.route_for(to).map_or("+", |r| r.key());
         PathKey::new(carrier, prefix)
     }
 
@@ -778,7 +778,7 @@ impl Engine {
             // Every carrier is at its route's max_mps: this slot is reserved for us.
             tokio::time::sleep(pick.wait).await;
         }
-        let key = PathKey::new(carrier.id(), route.prefix.as_str());
+        let key = PathKey::new(carrier.id(), route.key());
         let route = &route.carriers;
         let last_attempt = job.attempts + 1 >= self.config.messaging.max_submit_attempts;
         let (result, attempt) = self
@@ -941,7 +941,7 @@ impl Engine {
         if !pick.wait.is_zero() {
             tokio::time::sleep(pick.wait).await;
         }
-        let key = PathKey::new(carrier.id(), route.prefix.as_str());
+        let key = PathKey::new(carrier.id(), route.key());
         let reason = format!("resent from {old_carrier}: {why}; {}", pick.reason);
         let (result, attempt) = self.try_carrier(&m, carrier.as_ref(), &key, reason).await;
         self.brain.routed(&sid);

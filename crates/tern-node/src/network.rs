@@ -257,7 +257,7 @@ impl Brain {
                 (order, None)
             } else {
                 let network = lock(&self.network);
-                let mut ranked = network.rank(&candidates, &route.prefix, seed(sid, 0), now);
+                let mut ranked = network.rank(&candidates, route.key(), seed(sid, 0), now);
                 // Carriers that already failed this message go last.
                 let tried = lock(&self.tried);
                 if let Some(failed) = tried.get(sid) {
@@ -265,7 +265,7 @@ impl Brain {
                 }
                 let health = ranked
                     .iter()
-                    .map(|c| network.health(&PathKey::new(c.as_str(), route.prefix.as_str())))
+                    .map(|c| network.health(&PathKey::new(c.as_str(), route.key())))
                     .collect();
                 (ranked, Some(health))
             };
@@ -285,7 +285,7 @@ impl Brain {
                 return Some(Pick::now(c, describe(i), &full));
             };
             let rate = rates
-                .entry((route.prefix.clone(), c.clone()))
+                .entry((route.key().to_owned(), c.clone()))
                 .or_insert(Rate { next_ms: 0.0 });
             if rate.try_take(mps, now) {
                 return Some(Pick::now(c, describe(i), &full));
@@ -296,14 +296,14 @@ impl Brain {
         let (i, c) = order.iter().enumerate().min_by(|(_, a), (_, b)| {
             let at = |c: &String| {
                 rates
-                    .get(&(route.prefix.clone(), c.clone()))
+                    .get(&(route.key().to_owned(), c.clone()))
                     .map_or(0.0, |r| r.next_ms)
             };
             at(a).total_cmp(&at(b))
         })?;
         let mps = route.max_mps.get(c).copied().unwrap_or(f64::MAX);
         let rate = rates
-            .entry((route.prefix.clone(), c.clone()))
+            .entry((route.key().to_owned(), c.clone()))
             .or_insert(Rate { next_ms: 0.0 });
         let wait_ms = rate.reserve(mps, now);
         Some(Pick {

@@ -6,14 +6,16 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+mod common;
+
 use tern_bus::inproc::InProcessQueue;
 use tern_carriers::Carrier;
 use tern_carriers::sim::SimCarrier;
 use tern_domain::SendParams;
-use tern_node::{Config, Engine, now_ms};
+use tern_node::{Config, Engine};
 use tern_store::sqlite::SqliteStore;
-use tern_store::{Account, AccountStatus, NumberConfig, PhoneNumber, Store};
-use tern_types::{MessageStatus, Sid, SidPrefix};
+use tern_store::{Account, PhoneNumber, Store};
+use tern_types::MessageStatus;
 use tokio::sync::Notify;
 
 type Calls = Arc<Mutex<Vec<(String, Vec<(String, String)>, String)>>>;
@@ -76,30 +78,7 @@ struct Node {
 async fn node(dir: &std::path::Path, first: bool, sms_url: Option<String>) -> Node {
     let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&dir.join("tern.db")).unwrap());
     let (account, number) = if first {
-        let t = now_ms();
-        let account = Account {
-            sid: Sid::generate(SidPrefix::Account),
-            parent_sid: None,
-            friendly_name: "t".into(),
-            auth_token: "secret-token".into(),
-            status: AccountStatus::Active,
-            created: t,
-            updated: t,
-        };
-        store.create_account(account.clone()).await.unwrap();
-        let number = PhoneNumber {
-            sid: Sid::generate(SidPrefix::PhoneNumber),
-            account_sid: account.sid,
-            phone_number: "+14155550100".into(),
-            config: NumberConfig {
-                sms_url,
-                ..Default::default()
-            },
-            created: t,
-            updated: t,
-        };
-        store.create_number(number.clone()).await.unwrap();
-        (account, number)
+        common::seed_account(&*store, sms_url).await
     } else {
         let a = store.first_account().await.unwrap().unwrap();
         let n = store.numbers(a.sid).await.unwrap().remove(0);

@@ -9,6 +9,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+mod common;
+
 use async_trait::async_trait;
 use tern_bus::inproc::InProcessQueue;
 use tern_carriers::sim::{SimCarrier, SimConfig, SimOutcome, SimRule};
@@ -16,10 +18,10 @@ use tern_carriers::{Carrier, CarrierEvent, OutboundSms, Receipt, SubmitError};
 use tern_domain::SendParams;
 use tern_domain::network::Health;
 use tern_node::config::RouteConfig;
-use tern_node::{Config, Engine, now_ms};
+use tern_node::{Config, Engine};
 use tern_store::sqlite::SqliteStore;
-use tern_store::{Account, AccountStatus, AttemptResult, NumberConfig, PhoneNumber, Store};
-use tern_types::{MessageStatus, Sid, SidPrefix};
+use tern_store::{Account, AttemptResult, Store};
+use tern_types::{MessageStatus, Sid};
 use tokio::sync::{mpsc, watch};
 
 /// A carrier that takes everything and never sends a receipt (the silent failure), with
@@ -82,26 +84,7 @@ async fn setup(
 ) -> Setup {
     let dir = tempfile::tempdir().unwrap();
     let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&dir.path().join("tern.db")).unwrap());
-    let t = now_ms();
-    let account = Account {
-        sid: Sid::generate(SidPrefix::Account),
-        parent_sid: None,
-        friendly_name: "t".into(),
-        auth_token: "secret-token".into(),
-        status: AccountStatus::Active,
-        created: t,
-        updated: t,
-    };
-    store.create_account(account.clone()).await.unwrap();
-    let number = PhoneNumber {
-        sid: Sid::generate(SidPrefix::PhoneNumber),
-        account_sid: account.sid,
-        phone_number: "+14155550100".into(),
-        config: NumberConfig::default(),
-        created: t,
-        updated: t,
-    };
-    store.create_number(number).await.unwrap();
+    let (account, _) = common::seed_account(&*store, None).await;
     let queue = Arc::new(InProcessQueue::new());
     tokio::spawn(queue.clone().run_timer());
     let (tx, rx) = mpsc::channel(4096);

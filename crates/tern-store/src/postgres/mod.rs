@@ -441,30 +441,59 @@ const DELETE_DONE: &str = "DELETE FROM jobs WHERE id = $11::bigint AND EXISTS (S
 const INSERT_EVENT: &str = "INSERT INTO message_events (message_sid, status, at, error_code)
     SELECT sid, $2::text, $3::bigint, $4::bigint FROM u";
 
+/// The parameters `$1`–`$11` of [`SET_STATUS`] and [`DELETE_DONE`] for a transition.
+struct SetStatusParams<'a> {
+    t: &'a Transition,
+    sid: &'a str,
+    to: &'static str,
+    expected: &'static str,
+    error_code: Option<i64>,
+    carrier: Option<&'a str>,
+    carrier_id: Option<&'a str>,
+    sent: Option<i64>,
+}
+
+impl<'a> SetStatusParams<'a> {
+    fn new(t: &'a Transition) -> SetStatusParams<'a> {
+        let (carrier, carrier_id) = t
+            .carrier
+            .as_ref()
+            .map_or((None, None), |(c, i)| (Some(c.as_str()), Some(i.as_str())));
+        SetStatusParams {
+            t,
+            sid: t.sid.as_str(),
+            to: t.to.as_str(),
+            expected: t.expected.as_str(),
+            error_code: t.error_code.map(i64::from),
+            carrier,
+            carrier_id,
+            sent: matches!(t.to, MessageStatus::Sent | MessageStatus::Sending).then_some(t.at),
+        }
+    }
+
+    fn params(&self) -> Vec<&(dyn ToSql + Sync)> {
+        vec![
+            &self.sid,
+            &self.to,
+            &self.t.at,
+            &self.error_code,
+            &self.t.from,
+            &self.carrier,
+            &self.carrier_id,
+            &self.t.raw_dlr_done_date,
+            &self.sent,
+            &self.expected,
+            &self.t.done_job,
+        ]
+    }
+}
+
 /// The compare-and-set of a transition: the status change, its event and the deletion of
 /// the job it completes, in one statement. Returns whether the message was in the
 /// expected status (and so changed).
 async fn set_status<C: GenericClient>(c: &C, t: &Transition) -> Result<bool> {
-    let (carrier, carrier_id) = t
-        .carrier
-        .as_ref()
-        .map_or((None, None), |(c, i)| (Some(c.as_str()), Some(i.as_str())));
-    let sent = matches!(t.to, MessageStatus::Sent | MessageStatus::Sending).then_some(t.at);
-    let error_code = t.error_code.map(i64::from);
-    let (sid, to, expected) = (t.sid.as_str(), t.to.as_str(), t.expected.as_str());
-    let mut params: Vec<&(dyn ToSql + Sync)> = vec![
-        &sid,
-        &to,
-        &t.at,
-        &error_code,
-        &t.from,
-        &carrier,
-        &carrier_id,
-        &t.raw_dlr_done_date,
-        &sent,
-        &expected,
-        &t.done_job,
-    ];
+    let base = SetStatusParams::new(t);
+    let mut params = base.params();
     let attempts = AttemptParams::new(&t.attempts);
     let sql = if t.attempts.is_empty() {
         format!("WITH u AS ({SET_STATUS}), done AS ({DELETE_DONE}) {INSERT_EVENT}")
@@ -509,12 +538,6 @@ async fn apply_transition<C: GenericClient>(c: &C, t: Transition) -> Result<Vec<
         }
         return Ok(Vec::new());
     }
-    let (carrier, carrier_id) = t
-        .carrier
-        .as_ref()
-        .map_or((None, None), |(c, i)| (Some(c.as_str()), Some(i.as_str())));
-    let sent = matches!(t.to, MessageStatus::Sent | MessageStatus::Sending).then_some(t.at);
-    let error_code = t.error_code.map(i64::from);
     let guard = "EXISTS (SELECT 1 FROM u)";
     let attempts = if t.attempts.is_empty() {
         String::new()
@@ -527,20 +550,8 @@ async fn apply_transition<C: GenericClient>(c: &C, t: Transition) -> Result<Vec<
         job_ctes(12, guard)
     );
     let jobs = JobParams::new(&t.jobs);
-    let (sid, to, expected) = (t.sid.as_str(), t.to.as_str(), t.expected.as_str());
-    let mut params: Vec<&(dyn ToSql + Sync)> = vec![
-        &sid,
-        &to,
-        &t.at,
-        &error_code,
-        &t.from,
-        &carrier,
-        &carrier_id,
-        &t.raw_dlr_done_date,
-        &sent,
-        &expected,
-        &t.done_job,
-    ];
+    let base = SetStatusParams::new(&t);
+    let mut params = base.params();
     params.extend(jobs.params());
     let attempt_params = AttemptParams::new(&t.attempts);
     if !t.attempts.is_empty() {

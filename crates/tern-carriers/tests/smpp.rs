@@ -1067,3 +1067,70 @@ async fn the_password_can_come_from_the_environment() {
     .unwrap_err();
     assert!(err.to_string().contains("TERN_SMPP_TEST_UNSET_VARIABLE"));
 }
+
+/// A bind slot taken away (leased to another node) stops taking submits at once, lets the
+/// one in flight get its answer, then unbinds cleanly and stays unbound; given back, it
+/// binds again. The other slot is untouched throughout.
+#[tokio::test]
+async fn a_released_slot_finishes_its_submit_then_unbinds_and_binds_again_when_given_back() {
+    let mut h = harness("binds = 2").await;
+    h.bound().await;
+    h.bound().await;
+    assert_eq!(h.carrier.slots(), 2);
+    h.smsc.script(|_| Reply::Manual);
+    // One submit in flight on each connection.
+    let first = h.submit_later("+447700900123", "m0");
+    let second = h.submit_later("+447700900124", "m1");
+    let held = [h.smsc.submit().await, h.smsc.submit().await];
+
+    h.carrier.set_active_slots(Some([0].into_iter().collect()));
+    let mut transmitting = h
+        .carrier
+        .transmitting()
+        .expect("an SMPP carrier has connections");
+    timeout(WAIT, transmitting.wait_for(|n| *n == 1))
+        .await
+        .expect("slot 1 stopped counting")
+        .unwrap();
+    // Nothing new goes to slot 1 while its submit is answered.
+    for (n, (seq, _, link)) in held.iter().enumerate() {
+        answer_manual(&h.smsc, link, *seq, &format!("held-{n}"));
+    }
+    let mut ids = vec![
+        first.await.unwrap().unwrap(),
+        second.await.unwrap().unwrap(),
+    ];
+    ids.sort();
+    assert_eq!(ids, ["held-0", "held-1"]);
+    match h.smsc.next().await {
+        SmscEvent::Closed(Closed::Session(tern_smpp::CloseReason::PeerUnbound)) => {}
+        other => panic!("expected slot 1 to unbind, got {other:?}"),
+    }
+    let idle = |h: &Harness| {
+        h.carrier
+            .status()
+            .binds
+            .iter()
+            .map(|b| (b.slot, b.state.clone()))
+            .collect::<Vec<_>>()
+    };
+    timeout(WAIT, async {
+        while !idle(&h).contains(&(1, BindState::Idle)) {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("slot 1 idle");
+    assert!(idle(&h).contains(&(0, BindState::Bound)));
+    // A submit now goes to slot 0.
+    h.smsc.script(|_| Reply::Ok);
+    h.carrier.submit(&sms("+447700900125", "m2")).await.unwrap();
+    h.smsc.submit().await;
+
+    h.carrier.set_active_slots(None);
+    h.bound().await;
+    timeout(WAIT, transmitting.wait_for(|n| *n == 2))
+        .await
+        .expect("slot 1 bound again")
+        .unwrap();
+}

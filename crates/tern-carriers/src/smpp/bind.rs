@@ -4,6 +4,7 @@
 //! A `transceiver` slot has one such connection; a `transmitter_receiver` slot has two,
 //! each with its own task, so a lost receiver does not take the transmitter down with it.
 
+use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -12,6 +13,7 @@ use serde::Serialize;
 use tern_smpp::SessionConfig;
 use tern_smpp::pdu::{Bind, BindKind};
 use tern_smpp_tokio::{Closed, Incoming, Link};
+
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
@@ -33,6 +35,9 @@ pub enum BindState {
     Backoff {
         until: String,
     },
+    /// Not bound because this node does not hold the slot (another node of the region
+    /// does, or nobody yet).
+    Idle,
     /// Stopped for good (shutdown).
     Closed,
 }
@@ -199,9 +204,24 @@ pub async fn run(shared: Arc<Shared>, conn: Arc<Conn>) {
     let mut failures: u32 = 0;
     let s = &shared.settings;
     conn.up_gauge(false);
+    let mut slots = shared.active_slots.subscribe();
     loop {
         if *phase.borrow() != Phase::Running {
             break;
+        }
+        if !shared.slot_active(conn.slot) {
+            // Leased to another node (or not yet to this one): stay unbound until it is ours.
+            conn.set_state(BindState::Idle);
+            failures = 0;
+            tokio::select! {
+                r = async { slots.wait_for(|a| a.as_ref().is_none_or(|s| s.contains(&conn.slot))).await.map(|_| ()) } => {
+                    if r.is_err() {
+                        break;
+                    }
+                }
+                () = wait_phase(&mut phase, |p| *p != Phase::Running) => break,
+            }
+            continue;
         }
         conn.set_state(BindState::Connecting);
         debug!("connecting");
@@ -228,15 +248,19 @@ pub async fn run(shared: Arc<Shared>, conn: Arc<Conn>) {
                 conn.set_bound(link.clone(), system_id);
                 shared.binds_changed();
                 conn.up_gauge(true);
-                let closed = serve(&shared, &conn, link, incoming, &mut phase).await;
+                let closed = serve(&shared, &conn, link, incoming, &mut phase, &mut slots).await;
                 conn.set_down(None);
                 shared.binds_changed();
                 conn.up_gauge(false);
                 let expected = matches!(closed, Closed::Session(tern_smpp::CloseReason::Unbound))
-                    && *phase.borrow() != Phase::Running;
+                    && (*phase.borrow() != Phase::Running || !shared.slot_active(conn.slot));
                 if expected {
                     info!("smpp unbound");
                     conn.set_down(None);
+                    if *phase.borrow() == Phase::Running {
+                        // The slot went to another node: no backoff, wait for it instead.
+                        continue;
+                    }
                 } else {
                     warn!(reason = ?closed, "smpp connection lost");
                     conn.set_down(Some(format!("connection lost: {closed:?}")));
@@ -280,15 +304,21 @@ pub async fn run(shared: Arc<Shared>, conn: Arc<Conn>) {
 }
 
 /// Answers what the SMSC sends until the connection ends; unbinds when the carrier reaches
-/// [`Phase::Unbinding`].
+/// [`Phase::Unbinding`], or when the slot is taken away from this node once the submits
+/// in flight on it have their responses (no new ones are picked for it meanwhile).
 async fn serve(
     shared: &Shared,
     conn: &Conn,
     link: Link,
     mut incoming: mpsc::Receiver<Incoming>,
     phase: &mut watch::Receiver<Phase>,
+    slots: &mut watch::Receiver<Option<BTreeSet<u16>>>,
 ) -> Closed {
     let mut unbinding = false;
+    let slot = conn.slot;
+    let mut released = false;
+    let mut watching = true;
+    let mut drain = tokio::time::interval(Duration::from_millis(20));
     loop {
         tokio::select! {
             msg = incoming.recv() => match msg {
@@ -306,6 +336,19 @@ async fn serve(
                 unbinding = true;
                 info!("smpp unbinding");
                 link.unbind();
+            }
+            r = async { slots.wait_for(|a| a.as_ref().is_some_and(|s| !s.contains(&slot))).await.map(|_| ()) }, if watching => {
+                watching = false;
+                if r.is_ok() {
+                    released = true;
+                    info!("smpp bind slot released: unbinding once its submits are answered");
+                }
+            }
+            _ = drain.tick(), if released && !unbinding => {
+                if link.in_flight() == 0 {
+                    unbinding = true;
+                    link.unbind();
+                }
             }
         }
     }

@@ -32,6 +32,7 @@ pub use config::{
     BindMode, ConfigError, EncodingConfig, LongMessages, SmppCarrierConfig, e164_from_smpp,
 };
 
+use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -96,6 +97,9 @@ struct Shared {
     in_flight: watch::Sender<usize>,
     /// Connections currently bound that can transmit.
     transmitting: watch::Sender<usize>,
+    /// The bind slots this node may bind (`None`: all of them). In a region of several
+    /// nodes each slot is leased to one node at a time.
+    active_slots: watch::Sender<Option<BTreeSet<u16>>>,
     /// Poked when a bind task ends, so housekeeping notices the last one at once.
     task_ended: Notify,
 }
@@ -125,12 +129,20 @@ impl Shared {
         *self.phase.borrow()
     }
 
+    /// Whether this node may use bind slot `slot`.
+    fn slot_active(&self, slot: u16) -> bool {
+        self.active_slots
+            .borrow()
+            .as_ref()
+            .is_none_or(|s| s.contains(&slot))
+    }
+
     /// Recounts the bound transmitting connections after one changed state.
     fn binds_changed(&self) {
         let n = self
             .conns
             .iter()
-            .filter(|c| c.transmits() && c.bound_link().is_some())
+            .filter(|c| c.transmits() && c.bound_link().is_some() && self.slot_active(c.slot))
             .count();
         self.transmitting.send_replace(n);
     }
@@ -141,7 +153,7 @@ impl Shared {
         let start = self.next_conn.fetch_add(1, Ordering::Relaxed);
         (0..n).find_map(|i| {
             let conn = self.conns.get((start + i) % n)?;
-            if !conn.transmits() {
+            if !conn.transmits() || !self.slot_active(conn.slot) {
                 return None;
             }
             Some((conn.clone(), conn.bound_link()?))
@@ -236,6 +248,7 @@ impl SmppCarrier {
             phase: watch::Sender::new(Phase::Running),
             in_flight: watch::Sender::new(0),
             transmitting: watch::Sender::new(0),
+            active_slots: watch::Sender::new(None),
             task_ended: Notify::new(),
             settings,
         });
@@ -253,6 +266,19 @@ impl SmppCarrier {
             shared,
             tasks: Mutex::new(tasks),
         }))
+    }
+
+    /// The number of bind slots (`binds`): what can be leased.
+    pub fn slots(&self) -> u16 {
+        self.shared.settings.binds
+    }
+
+    /// Limits this node to the bind slots in `slots` (`None`: all, the default). A slot
+    /// taken away stops taking submits at once, lets its submits in flight finish, then
+    /// unbinds; a slot given binds.
+    pub fn set_active_slots(&self, slots: Option<BTreeSet<u16>>) {
+        self.shared.active_slots.send_replace(slots);
+        self.shared.binds_changed();
     }
 
     /// Stops taking submits (they fail `Retryable`), waits for the submits and queries in

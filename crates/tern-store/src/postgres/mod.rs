@@ -77,8 +77,8 @@ use tokio_postgres::NoTls;
 use tokio_postgres::types::{Json, ToSql};
 
 use crate::{
-    Account, AccountStatus, ApiKey, Feedback, FeedbackOutcome, FeedbackSet, Message, MessageQuery,
-    MessagingService, NewJob, NumberConfig, Page, PhoneNumber, Result, ServiceConfig,
+    Account, AccountStatus, ApiKey, Feedback, FeedbackOutcome, FeedbackSet, Lease, Message,
+    MessageQuery, MessagingService, NewJob, NumberConfig, Page, PhoneNumber, Result, ServiceConfig,
     SmppCredential, Store, StoreError, Transition,
 };
 use rows::*;
@@ -88,6 +88,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0001_initial.sql"),
     include_str!("migrations/0002_smpp_credentials.sql"),
     include_str!("migrations/0003_message_feedback.sql"),
+    include_str!("migrations/0004_leases.sql"),
 ];
 /// First key of the advisory lock taken while migrating ("tern" in ASCII).
 const MIGRATION_LOCK_CLASS: i32 = 0x7465_726e;
@@ -1202,6 +1203,58 @@ impl Store for PostgresStore {
         )
         .await?;
         Ok(found.is_some())
+    }
+
+    async fn acquire_lease(
+        &self,
+        name: &str,
+        holder: &str,
+        ttl_ms: u32,
+        now: i64,
+    ) -> Result<Option<Lease>> {
+        // One statement: of concurrent inserts of a new name one wins and the others take
+        // the conflict path; there, under READ COMMITTED, the WHERE is evaluated against the
+        // newest committed version of the row once its writer is done, so two holders
+        // can never both see the lease as free.
+        let c = self.client().await?;
+        query_opt(
+            &c,
+            &format!(
+                "INSERT INTO leases ({LEASE_COLS}) VALUES ($1, $2, $3::bigint + $4::bigint, 1)
+                 ON CONFLICT (name) DO UPDATE SET holder = EXCLUDED.holder,
+                     expires_at = EXCLUDED.expires_at,
+                     epoch = leases.epoch + CASE
+                         WHEN leases.holder = EXCLUDED.holder AND leases.expires_at > $3
+                         THEN 0 ELSE 1 END
+                 WHERE leases.holder = EXCLUDED.holder OR leases.expires_at <= $3
+                 RETURNING {LEASE_COLS}"
+            ),
+            &[&name, &holder, &now, &i64::from(ttl_ms)],
+            lease_row,
+        )
+        .await
+    }
+
+    async fn release_lease(&self, name: &str, holder: &str) -> Result<bool> {
+        let c = self.client().await?;
+        let released = exec(
+            &c,
+            "UPDATE leases SET expires_at = 0 WHERE name = $1 AND holder = $2 AND expires_at <> 0",
+            &[&name, &holder],
+        )
+        .await?;
+        Ok(released > 0)
+    }
+
+    async fn leases(&self, prefix: &str) -> Result<Vec<Lease>> {
+        let c = self.client().await?;
+        query_all(
+            &c,
+            &format!("SELECT {LEASE_COLS} FROM leases WHERE starts_with(name, $1) ORDER BY name"),
+            &[&prefix],
+            lease_row,
+        )
+        .await
     }
 
     async fn pending_jobs(&self) -> Result<Vec<Job>> {

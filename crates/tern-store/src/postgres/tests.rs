@@ -687,3 +687,35 @@ async fn an_unreachable_server_is_unavailable() {
     let err = PostgresStore::connect("not a url=").await.unwrap_err();
     assert!(matches!(err, StoreError::Unavailable(_)), "{err:?}");
 }
+
+/// A schema at version 3 (Message Feedback) gains leases, which can be taken at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_version_3_schema_gains_leases() {
+    in_schema(|schema| async move {
+        schema
+            .admin
+            .batch_execute(&format!(
+                "BEGIN;
+                 SET LOCAL search_path TO {name};
+                 {v1}
+                 {v2}
+                 {v3}
+                 CREATE TABLE schema_migrations (version BIGINT PRIMARY KEY, applied_at BIGINT NOT NULL);
+                 INSERT INTO schema_migrations VALUES (1, 0), (2, 0), (3, 0);
+                 COMMIT;",
+                name = schema.name,
+                v1 = super::MIGRATIONS[0],
+                v2 = super::MIGRATIONS[1],
+                v3 = super::MIGRATIONS[2],
+            ))
+            .await
+            .unwrap();
+        let store = schema.store(2).await;
+        let newest = i64::try_from(super::MIGRATIONS.len()).unwrap();
+        assert_eq!(store.schema_version().await.unwrap(), newest);
+        let lease = store.acquire_lease("leader", "a", 1_000, 5).await.unwrap();
+        assert_eq!(lease.map(|l| l.epoch), Some(1));
+        assert_eq!(schema.count("leases").await, 1);
+    })
+    .await;
+}

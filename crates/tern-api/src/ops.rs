@@ -156,3 +156,33 @@ pub async fn operator_network(
     let view = operator(&s, &headers, "/v1/Operator/Network")?;
     Ok(Json(json!({ "paths": view.network() })))
 }
+
+/// `GET /v1/Operator/Node`: this node's name and region, whether it leads its region, and
+/// the leases it holds.
+pub async fn operator_node(
+    State(s): State<Arc<AppState>>,
+    headers: HeaderMap,
+) -> ApiResult<Json<serde_json::Value>> {
+    operator(&s, &headers, "/v1/Operator/Node")?;
+    let node = s.engine.node();
+    let leadership = s.engine.leadership();
+    let leases: Vec<serde_json::Value> = leadership
+        .held()
+        .into_iter()
+        .map(|l| {
+            json!({
+                "name": l.name,
+                "holder": l.holder,
+                "expires_at": l.expires_at,
+                "epoch": l.epoch,
+            })
+        })
+        .collect();
+    Ok(Json(json!({
+        "name": node.name,
+        "region": node.region,
+        "holder": leadership.holder(),
+        "is_leader": leadership.is_leader(),
+        "leases": leases,
+    })))
+}

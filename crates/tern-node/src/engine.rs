@@ -20,6 +20,7 @@ use tern_webhooks::{Attempt, WebhookClient, WebhookRequest, backoff};
 use tokio::sync::{Semaphore, mpsc};
 use tracing::{Instrument, debug, info_span, warn};
 
+use crate::leader::{Leadership, LeaseTiming};
 use crate::network::Brain;
 use crate::{Config, callbacks, now_ms};
 use tern_domain::network::{PathKey, PathView, Signal};
@@ -122,6 +123,8 @@ pub struct Engine {
     webhook_permits: Arc<Semaphore>,
     customer_links: std::sync::OnceLock<Arc<dyn CustomerLinks>>,
     brain: Brain,
+    /// Whether this node does the region's once-per-region work (the receipt sweep).
+    leadership: Arc<Leadership>,
 }
 
 fn token() -> String {
@@ -161,6 +164,15 @@ impl Engine {
         )
         .map_err(|e| e.to_string())?;
         let brain = Brain::new(&config.network);
+        let leadership = Leadership::new(
+            store.clone(),
+            format!("leader/{}", config.node.region),
+            &config.node.name,
+            LeaseTiming::new(
+                Duration::from_millis(config.node.leader_ttl_ms.into()),
+                Duration::from_millis(config.node.leader_renew_ms.into()),
+            ),
+        );
         Ok(Arc::new(Engine {
             route_permits: Arc::new(Semaphore::new(config.messaging.concurrency.max(1))),
             webhook_permits: Arc::new(Semaphore::new(config.webhooks.concurrency.max(1))),
@@ -173,11 +185,22 @@ impl Engine {
             chains: Mutex::new(HashMap::new()),
             customer_links: std::sync::OnceLock::new(),
             brain,
+            leadership,
         }))
     }
 
     pub fn store(&self) -> &Arc<dyn Store> {
         &self.store
+    }
+
+    /// This node's standing in its region's leader election.
+    pub fn leadership(&self) -> &Arc<Leadership> {
+        &self.leadership
+    }
+
+    /// This node's name and region.
+    pub fn node(&self) -> &crate::config::NodeConfig {
+        &self.config.node
     }
 
     /// Every carrier × route path the Super Network knows, with its health and estimates.
@@ -216,6 +239,7 @@ impl Engine {
             tracing::info!(jobs = pending.len(), "resuming work left from the last run");
         }
         self.queue.publish(pending);
+        self.leadership.start();
         tokio::spawn(self.clone().route_loop());
         tokio::spawn(self.clone().webhook_loop());
         tokio::spawn(self.clone().event_loop(events));
@@ -227,6 +251,8 @@ impl Engine {
     /// Stops taking jobs and waits (up to `deadline`) for work in flight to finish.
     pub async fn drain(&self, deadline: Duration) {
         self.queue.close();
+        // Another node can take the leader's work over at once.
+        self.leadership.stop().await;
         let all = |s: &Arc<Semaphore>, n: usize| {
             let s = s.clone();
             async move { s.acquire_many_owned(n as u32).await.ok() }
@@ -730,7 +756,9 @@ impl Engine {
         Ok(true)
     }
 
-    /// Asks carriers about messages whose receipt is overdue, and reports queue depths.
+    /// Reports queue depths and, on the region's leader only (nodes share the store, and
+    /// any node's carrier binds can answer a query), asks carriers about messages whose
+    /// receipt is overdue.
     async fn sweep_loop(self: Arc<Self>) {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         loop {
@@ -738,6 +766,9 @@ impl Engine {
             for kind in JobKind::ALL {
                 metrics::gauge!("tern_queue_depth", "queue" => kind.as_str())
                     .set(self.queue.depth(kind) as f64);
+            }
+            if !self.leadership.is_leader() {
+                continue;
             }
             let grace = self.config.messaging.receipt_grace_secs as i64 * 1000;
             let overdue = match self
@@ -752,6 +783,10 @@ impl Engine {
                 }
             };
             for m in overdue {
+                // A lost lease stops the sweep at once, not after a batch of queries.
+                if !self.leadership.is_leader() {
+                    break;
+                }
                 let (Some(carrier), Some(id)) = (&m.carrier, &m.carrier_message_id) else {
                     continue;
                 };

@@ -4,6 +4,7 @@
 pub mod callbacks;
 pub mod config;
 pub mod engine;
+pub mod leader;
 pub mod network;
 
 pub use config::Config;

@@ -8,8 +8,9 @@
 //!
 //! * [`Queue::publish`] is synchronous, so jobs go through an ordered channel to a background
 //!   task that publishes them in order and waits for the stream's acknowledgements
-//!   concurrently; a failed publish is retried a few times and then logged (the store still
-//!   holds the job and re-publishes it on the next start).
+//!   concurrently; a failed publish is retried a few times and then given up: the job's id
+//!   is handed back by [`Queue::take_dropped`] (the store still holds the job, and the
+//!   engine publishes it again once the connection is back).
 //! * A job whose `run_at` is in the future carries the [`RUN_AT_HEADER`]. When a worker pulls
 //!   it early, the queue naks it with a delay of the remaining time, so JetStream redelivers
 //!   it when it is due; while it waits it is "ack pending" on the consumer.
@@ -24,6 +25,8 @@
 //! * [`Queue::depth`] is `num_pending + num_ack_pending` of the kind's consumer (ready plus
 //!   waiting-for-their-time jobs), cached and refreshed in the background every
 //!   [`DEPTH_REFRESH`].
+//! * [`Queue::health`] is the client's connection state: the client reconnects by itself
+//!   (without limit), and pulls and publishes resume when it has.
 //! * [`Queue::close`] makes waiting and later `next` calls return `None`; jobs still in the
 //!   stream (or delivered but not handed out, which are nak'd) stay there for the next node.
 //!   Publishing keeps working after close (the stream is shared), queued publishes are sent,
@@ -102,6 +105,9 @@ pub enum BusError {
     Timeout { op: String, timeout: Duration },
     #[error("the queue's publisher has stopped")]
     Stopped,
+    /// The server cannot be reached now; the client keeps trying to reconnect.
+    #[error("NATS is unreachable (connection {0})")]
+    Unreachable(String),
 }
 
 impl BusError {
@@ -250,6 +256,18 @@ pub struct JetStreamQueue {
     depth: Arc<HashMap<JobKind, AtomicUsize>>,
     publish_tx: mpsc::UnboundedSender<Cmd>,
     closed: watch::Sender<bool>,
+    /// Ids of the jobs given up on, for [`Queue::take_dropped`].
+    dropped: Dropped,
+}
+
+/// Ids of jobs the publisher gave up on.
+type Dropped = Arc<std::sync::Mutex<Vec<i64>>>;
+
+fn record_dropped(dropped: &Dropped, ids: impl IntoIterator<Item = i64>) {
+    dropped
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .extend(ids);
 }
 
 impl JetStreamQueue {
@@ -332,7 +350,13 @@ impl JetStreamQueue {
         let (closed, closed_rx) = watch::channel(false);
         let (publish_tx, publish_rx) = mpsc::unbounded_channel();
 
-        tokio::spawn(run_publisher(context.clone(), layout.clone(), publish_rx));
+        let dropped = Dropped::default();
+        tokio::spawn(run_publisher(
+            context.clone(),
+            layout.clone(),
+            publish_rx,
+            dropped.clone(),
+        ));
         let pullers: Arc<HashMap<JobKind, Mutex<Puller>>> = Arc::new(
             consumers
                 .iter()
@@ -359,6 +383,7 @@ impl JetStreamQueue {
             depth,
             publish_tx,
             closed,
+            dropped,
         }))
     }
 
@@ -457,8 +482,11 @@ impl Queue for JetStreamQueue {
         if jobs.is_empty() {
             return;
         }
-        if self.publish_tx.send(Cmd::Publish(jobs)).is_err() {
+        if let Err(mpsc::error::SendError(Cmd::Publish(jobs))) =
+            self.publish_tx.send(Cmd::Publish(jobs))
+        {
             tracing::error!("the JetStream publisher has stopped; jobs stay in the store only");
+            record_dropped(&self.dropped, jobs.iter().map(|j| j.id));
         }
     }
 
@@ -497,6 +525,17 @@ impl Queue for JetStreamQueue {
 
     fn close(&self) {
         self.closed.send_replace(true);
+    }
+
+    fn health(&self) -> Result<(), BusError> {
+        match self.context.client().connection_state() {
+            async_nats::connection::State::Connected => Ok(()),
+            other => Err(BusError::Unreachable(other.to_string())),
+        }
+    }
+
+    fn take_dropped(&self) -> Vec<i64> {
+        std::mem::take(&mut *self.dropped.lock().unwrap_or_else(|p| p.into_inner()))
     }
 }
 
@@ -667,7 +706,12 @@ async fn release_on_close(
 
 /// Publishes jobs in the order they were handed over; acknowledgements are awaited
 /// concurrently. Ends when the queue is dropped, after sending what is queued.
-async fn run_publisher(context: Context, layout: Layout, mut rx: mpsc::UnboundedReceiver<Cmd>) {
+async fn run_publisher(
+    context: Context,
+    layout: Layout,
+    mut rx: mpsc::UnboundedReceiver<Cmd>,
+    dropped: Dropped,
+) {
     let mut acks: JoinSet<()> = JoinSet::new();
     loop {
         let cmd = tokio::select! {
@@ -688,21 +732,29 @@ async fn run_publisher(context: Context, layout: Layout, mut rx: mpsc::Unbounded
                                 .await
                             {
                                 Ok(ack) => {
-                                    let context = context.clone();
+                                    let (context, dropped) = (context.clone(), dropped.clone());
                                     acks.spawn(async move {
                                         if let Err(e) = ack.await {
                                             tracing::warn!(job = job.id, error = %e,
                                                 "publish not acknowledged; retrying");
-                                            retry_publish(&context, &job, subject, headers, body)
-                                                .await;
+                                            let sent = retry_publish(
+                                                &context, &job, subject, headers, body,
+                                            );
+                                            if !sent.await {
+                                                record_dropped(&dropped, [job.id]);
+                                            }
                                         }
                                     });
                                 }
                                 Err(e) => {
                                     tracing::warn!(job = job.id, error = %e, "publish failed; retrying");
-                                    let context = context.clone();
+                                    let (context, dropped) = (context.clone(), dropped.clone());
                                     acks.spawn(async move {
-                                        retry_publish(&context, &job, subject, headers, body).await;
+                                        let sent =
+                                            retry_publish(&context, &job, subject, headers, body);
+                                        if !sent.await {
+                                            record_dropped(&dropped, [job.id]);
+                                        }
                                     });
                                 }
                             }
@@ -734,13 +786,14 @@ fn encode(layout: &Layout, job: &Job) -> Result<(String, HeaderMap, Vec<u8>), se
     Ok((layout.subject(job.kind), headers, body))
 }
 
+/// Publishes `job` again, a few times with backoff; `false` once it gives up.
 async fn retry_publish(
     context: &Context,
     job: &Job,
     subject: String,
     headers: HeaderMap,
     body: Vec<u8>,
-) {
+) -> bool {
     let mut backoff = Duration::from_millis(200);
     for attempt in 2..=PUBLISH_ATTEMPTS {
         tokio::time::sleep(backoff).await;
@@ -753,7 +806,7 @@ async fn retry_publish(
             Err(e) => Err(e.to_string()),
         };
         match result {
-            Ok(()) => return,
+            Ok(()) => return true,
             Err(e) => {
                 tracing::warn!(job = job.id, attempt, error = %e, "publish retry failed");
             }
@@ -763,8 +816,9 @@ async fn retry_publish(
     tracing::error!(
         job = job.id,
         kind = job.kind.as_str(),
-        "giving up publishing a job; it stays in the store and is re-published on restart"
+        "giving up publishing a job; it stays in the store and is published again once NATS is back"
     );
+    false
 }
 
 /// Keeps the cached depths current.

@@ -22,6 +22,7 @@ use tracing::{Instrument, debug, info_span, warn};
 
 use crate::leader::{Leadership, LeaseTiming};
 use crate::network::Brain;
+use crate::outbox::Resync;
 use crate::{Config, callbacks, now_ms};
 use tern_domain::network::{PathKey, PathView, Signal};
 
@@ -125,6 +126,8 @@ pub struct Engine {
     brain: Brain,
     /// Whether this node does the region's once-per-region work (the receipt sweep).
     leadership: Arc<Leadership>,
+    /// Jobs the bus lost, to publish again from the store.
+    resync: Arc<Resync>,
 }
 
 fn token() -> String {
@@ -186,6 +189,7 @@ impl Engine {
             customer_links: std::sync::OnceLock::new(),
             brain,
             leadership,
+            resync: Arc::default(),
         }))
     }
 
@@ -196,6 +200,11 @@ impl Engine {
     /// This node's standing in its region's leader election.
     pub fn leadership(&self) -> &Arc<Leadership> {
         &self.leadership
+    }
+
+    /// The bus this node takes its jobs from.
+    pub fn queue(&self) -> &Arc<dyn Queue> {
+        &self.queue
     }
 
     /// This node's name and region.
@@ -240,6 +249,11 @@ impl Engine {
         }
         self.queue.publish(pending);
         self.leadership.start();
+        tokio::spawn(
+            self.resync
+                .clone()
+                .run(self.store.clone(), self.queue.clone()),
+        );
         tokio::spawn(self.clone().route_loop());
         tokio::spawn(self.clone().webhook_loop());
         tokio::spawn(self.clone().event_loop(events));
@@ -484,8 +498,11 @@ impl Engine {
         match self.store.retry_job(job.id, run_at).await {
             Ok(Some(j)) => self.publish(vec![j]),
             Ok(None) => {}
-            // The job stays in the store and is published again on the next start.
-            Err(e) => warn!(error = %e, "could not reschedule a job"),
+            // The job stays in the store alone: published again once the store is back.
+            Err(e) => {
+                warn!(error = %e, "could not reschedule a job");
+                self.resync.lost(job.id);
+            }
         }
     }
 

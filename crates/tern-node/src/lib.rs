@@ -6,6 +6,7 @@ pub mod config;
 pub mod engine;
 pub mod leader;
 pub mod network;
+mod outbox;
 
 pub use config::Config;
 pub use engine::{CustomerLinks, Engine, EngineError, Purpose, SMPP_CALLBACK_SCHEME, SendOrigin};

@@ -41,6 +41,9 @@ pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
+    /// A cheap round trip to the database (for readiness): `Err` while it cannot be reached.
+    async fn ping(&self) -> Result<()>;
+
     // Accounts
     async fn create_account(&self, account: Account) -> Result<()>;
     async fn account(&self, sid: Sid) -> Result<Option<Account>>;

@@ -147,6 +147,11 @@ fn now_ms() -> i64 {
 impl PostgresStore {
     /// Connections in the pool unless [`Self::connect_with`] says otherwise.
     pub const DEFAULT_POOL_SIZE: usize = 16;
+    /// The longest a call waits for a pooled connection, and for a new one to be made
+    /// (connecting included, unless the configuration sets its own `connect_timeout`):
+    /// while the server is down or overwhelmed, calls fail as unavailable after this
+    /// rather than pile up, and the API answers 503 instead of hanging.
+    pub const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
 
     /// Connects to `url` (`postgres://user@host:5432/db?options=…` or `host=… dbname=…`)
     /// with [`Self::DEFAULT_POOL_SIZE`] connections and applies pending migrations.
@@ -169,7 +174,7 @@ impl PostgresStore {
         pool_size: usize,
     ) -> Result<PostgresStore> {
         if config.get_connect_timeout().is_none() {
-            config.connect_timeout(Duration::from_secs(10));
+            config.connect_timeout(Self::ACQUIRE_TIMEOUT);
         }
         if config.get_application_name().is_none() {
             config.application_name("tern");
@@ -184,8 +189,8 @@ impl PostgresStore {
         let pool = Pool::builder(manager)
             .max_size(pool_size.max(1))
             .runtime(Runtime::Tokio1)
-            .wait_timeout(Some(Duration::from_secs(30)))
-            .create_timeout(Some(Duration::from_secs(15)))
+            .wait_timeout(Some(Self::ACQUIRE_TIMEOUT))
+            .create_timeout(Some(Self::ACQUIRE_TIMEOUT))
             .recycle_timeout(Some(Duration::from_secs(5)))
             .build()
             .map_err(|e| StoreError::Unavailable(describe(&e)))?;
@@ -490,6 +495,11 @@ fn corrupt(e: tokio_postgres::Error) -> StoreError {
 
 #[async_trait]
 impl Store for PostgresStore {
+    async fn ping(&self) -> Result<()> {
+        let c = self.client().await?;
+        exec(&c, "SELECT 1", &[]).await.map(|_| ())
+    }
+
     async fn create_account(&self, a: Account) -> Result<()> {
         let c = self.client().await?;
         let parent = a.parent_sid.map(|s| s.to_string());

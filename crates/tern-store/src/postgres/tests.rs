@@ -719,3 +719,24 @@ async fn a_version_3_schema_gains_leases() {
     })
     .await;
 }
+
+/// A call that cannot get a connection fails as unavailable after the acquire timeout
+/// instead of waiting for one indefinitely (the API answers 503 rather than hang).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_that_cannot_get_a_connection_fails_instead_of_waiting() {
+    in_schema(|schema| async move {
+        let store = schema.store(1).await;
+        store.ping().await.unwrap();
+        let held = store.client().await.unwrap();
+        let waited = tokio::time::timeout(super::PostgresStore::ACQUIRE_TIMEOUT * 6, store.ping())
+            .await
+            .expect("the call waited on past the acquire timeout");
+        assert!(
+            matches!(waited, Err(StoreError::Unavailable(_))),
+            "{waited:?}"
+        );
+        drop(held);
+        store.ping().await.unwrap();
+    })
+    .await;
+}

@@ -370,6 +370,15 @@ fn apply_transition(conn: &Connection, t: Transition) -> Result<Vec<Job>> {
 
 #[async_trait]
 impl Store for SqliteStore {
+    async fn ping(&self) -> Result<()> {
+        // Writes are what a closed store cannot do; reads would still work.
+        if self.writer.lock().map_err(unavailable)?.is_none() {
+            return Err(StoreError::Unavailable("store closed".into()));
+        }
+        self.lookup(|c| c.query_row("SELECT 1", [], |_| Ok(())).map_err(map_sql))
+            .await
+    }
+
     async fn create_account(&self, a: Account) -> Result<()> {
         self.write(move |c| {
             c.execute(

@@ -8,9 +8,14 @@
 //!
 //! * [`Queue::publish`] is synchronous, so jobs go through an ordered channel to a background
 //!   task that publishes them in order and waits for the stream's acknowledgements
-//!   concurrently; a failed publish is retried a few times and then given up: the job's id
-//!   is handed back by [`Queue::take_dropped`] (the store still holds the job, and the
-//!   engine publishes it again once the connection is back).
+//!   concurrently. A failed publish is retried with backoff: while the client is
+//!   disconnected the job waits for the connection without counting attempts; once
+//!   [`PUBLISH_ATTEMPTS`] attempts made while connected have failed it is given up, and its
+//!   id handed back by [`Queue::take_dropped`] (the store still holds the job, and the
+//!   engine publishes it again once the queue is healthy).
+//! * Every publish carries a `Nats-Msg-Id` of its own, repeated by its retries, so that
+//!   JetStream stores a job once however many attempts reach it (a publish made while
+//!   disconnected is buffered by the client and may arrive after its retries).
 //! * A job whose `run_at` is in the future carries the [`RUN_AT_HEADER`]. When a worker pulls
 //!   it early, the queue naks it with a delay of the remaining time, so JetStream redelivers
 //!   it when it is due; while it waits it is "ack pending" on the consumer.
@@ -79,8 +84,10 @@ const PULL_EXPIRES: Duration = Duration::from_secs(5);
 const PULL_GRACE: Duration = Duration::from_secs(5);
 /// Pause after a failed pull before trying again.
 const PULL_RETRY: Duration = Duration::from_millis(250);
-/// Attempts at publishing one job before giving up on it.
+/// Attempts at publishing one job, made while connected, before giving up on it.
 const PUBLISH_ATTEMPTS: u32 = 5;
+/// How often a publish waiting for the connection looks at it again.
+const RECONNECT_POLL: Duration = Duration::from_millis(250);
 /// Bound on connecting and on each setup request.
 const SETUP_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -713,6 +720,10 @@ async fn run_publisher(
     dropped: Dropped,
 ) {
     let mut acks: JoinSet<()> = JoinSet::new();
+    // Message ids: unique to this publisher (a random prefix) and to each publish.
+    let sid = Sid::generate(tern_types::SidPrefix::Message);
+    let instance = &sid.as_str()[sid.as_str().len() - 12..];
+    let mut published: u64 = 0;
     loop {
         let cmd = tokio::select! {
             cmd = rx.recv() => cmd,
@@ -721,7 +732,8 @@ async fn run_publisher(
         match cmd {
             Some(Cmd::Publish(jobs)) => {
                 for job in jobs {
-                    match encode(&layout, &job) {
+                    published += 1;
+                    match encode(&layout, &job, &format!("{instance}-{published}")) {
                         Ok((subject, headers, body)) => {
                             match context
                                 .publish_with_headers(
@@ -777,16 +789,22 @@ async fn run_publisher(
     }
 }
 
-fn encode(layout: &Layout, job: &Job) -> Result<(String, HeaderMap, Vec<u8>), serde_json::Error> {
+fn encode(
+    layout: &Layout,
+    job: &Job,
+    msg_id: &str,
+) -> Result<(String, HeaderMap, Vec<u8>), serde_json::Error> {
     let body = serde_json::to_vec(&WireJob::from_job(job))?;
     let mut headers = HeaderMap::new();
+    headers.insert(async_nats::header::NATS_MESSAGE_ID, msg_id);
     if job.run_at > now_ms() {
         headers.insert(RUN_AT_HEADER, job.run_at.to_string().as_str());
     }
     Ok((layout.subject(job.kind), headers, body))
 }
 
-/// Publishes `job` again, a few times with backoff; `false` once it gives up.
+/// Publishes `job` again with backoff until it is stored, waiting out disconnections;
+/// `false` once [`PUBLISH_ATTEMPTS`] attempts made while connected have failed.
 async fn retry_publish(
     context: &Context,
     job: &Job,
@@ -795,9 +813,16 @@ async fn retry_publish(
     body: Vec<u8>,
 ) -> bool {
     let mut backoff = Duration::from_millis(200);
-    for attempt in 2..=PUBLISH_ATTEMPTS {
+    let mut attempt = 1;
+    while attempt < PUBLISH_ATTEMPTS {
         tokio::time::sleep(backoff).await;
-        backoff *= 2;
+        if context.client().connection_state() != async_nats::connection::State::Connected {
+            // Not an attempt: the client reconnects by itself, and the job waits for it.
+            backoff = RECONNECT_POLL;
+            continue;
+        }
+        attempt += 1;
+        backoff = Duration::from_millis(200) * 2u32.pow(attempt - 1);
         let sent = context
             .publish_with_headers(subject.clone(), headers.clone(), body.clone().into())
             .await;

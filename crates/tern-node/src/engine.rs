@@ -379,10 +379,7 @@ impl Engine {
             run_at: message.send_at.unwrap_or(created),
             payload: String::new(),
         };
-        let jobs = self
-            .store
-            .insert_message(message.clone(), vec![route])
-            .await?;
+        let jobs = self.insert_message(message.clone(), vec![route]).await?;
         metrics::counter!("tern_messages_accepted_total").increment(1);
         self.publish(jobs);
         Ok(message)
@@ -463,8 +460,12 @@ impl Engine {
             warn!(message_sid = %t.sid, error = %e, "refused an illegal transition");
             return Err(StoreError::StaleStatus(t.expected));
         }
-        let to = t.to;
-        let jobs = self.store.transition(t).await?;
+        let (to, sid, makes_jobs) = (t.to, t.sid, !t.jobs.is_empty());
+        let jobs = self.store.transition(t).await.inspect_err(|e| {
+            if makes_jobs {
+                self.resync.unsure(sid, e);
+            }
+        })?;
         metrics::counter!("tern_message_transitions_total", "status" => to.as_str()).increment(1);
         self.publish(jobs);
         Ok(())
@@ -921,7 +922,7 @@ impl Engine {
                 });
             }
         }
-        let jobs = self.store.insert_message(m.clone(), jobs).await?;
+        let jobs = self.insert_message(m.clone(), jobs).await?;
         metrics::counter!("tern_messages_received_total").increment(1);
         self.publish(jobs);
         if let Some(k) = keyword {
@@ -961,9 +962,19 @@ impl Engine {
             run_at: now,
             payload: String::new(),
         };
-        let jobs = self.store.insert_message(m, vec![route]).await?;
+        let jobs = self.insert_message(m, vec![route]).await?;
         self.publish(jobs);
         Ok(())
+    }
+
+    /// Writes a new message with its first jobs; should the answer be lost with the
+    /// connection, the jobs are looked for again once the store is back.
+    async fn insert_message(&self, m: Message, jobs: Vec<NewJob>) -> Result<Vec<Job>, StoreError> {
+        let sid = m.sid;
+        self.store
+            .insert_message(m, jobs)
+            .await
+            .inspect_err(|e| self.resync.unsure(sid, e))
     }
 
     // ---- Webhooks -------------------------------------------------------------------------

@@ -1,20 +1,27 @@
 //! Jobs the bus lost, published again from the store once the bus is back.
 //!
 //! A job stays in the store until the change that completes it; the bus only carries it.
-//! While a node runs, a job can end up in the store alone in two ways: the bus gives up
-//! publishing it (NATS gone for longer than the publisher retries:
-//! [`Queue::take_dropped`]), or a worker has taken it off the bus and cannot reschedule it
-//! because the store is failing ([`Resync::lost`]). The node remembers their ids and, once
-//! the bus is healthy, reads the store's pending jobs and publishes those again; a job
-//! finished meanwhile is no longer pending and is left alone. (A node that dies forgets;
-//! its jobs are published again when it starts, by `Engine::start`.)
+//! While a node runs, a job can end up in the store alone in three ways: the bus gives up
+//! publishing it ([`Queue::take_dropped`]); a worker has taken it off the bus and cannot
+//! reschedule it because the store is failing ([`Resync::lost`]); or a write that creates
+//! jobs fails in a way that may have committed all the same — the connection dropped
+//! before the answer came — so that the jobs, if any, were never handed to the bus
+//! ([`Resync::unsure`], by the message they are about). The node remembers the ids and
+//! messages and, once the bus is healthy, reads the store's pending jobs and publishes
+//! those again; a job finished meanwhile is no longer pending and is left alone. (A node
+//! that dies forgets; its jobs are published again when it starts, by `Engine::start`.)
+//!
+//! Publishing a message's pending jobs again may repeat one that is still in flight (a
+//! webhook retrying on this node): webhooks are at-least-once, and a repeat carries the
+//! same idempotency token.
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tern_bus::{Job, Queue};
-use tern_store::Store;
+use tern_store::{Store, StoreError};
+use tern_types::Sid;
 use tracing::{debug, info};
 
 /// How often lost jobs are looked for.
@@ -23,18 +30,44 @@ const RESYNC_EVERY: Duration = Duration::from_secs(1);
 /// The ids of jobs that may be in the store only; see the module docs.
 #[derive(Debug, Default)]
 pub(crate) struct Resync {
-    lost: Mutex<HashSet<i64>>,
+    lost: Mutex<Lost>,
+}
+
+/// Jobs by id, and messages whose jobs, whichever they are.
+#[derive(Debug, Default)]
+struct Lost {
+    ids: HashSet<i64>,
+    subjects: HashSet<Sid>,
+}
+
+impl Lost {
+    fn is_empty(&self) -> bool {
+        self.ids.is_empty() && self.subjects.is_empty()
+    }
+
+    fn covers(&self, job: &Job) -> bool {
+        self.ids.contains(&job.id) || self.subjects.contains(&job.subject)
+    }
 }
 
 impl Resync {
     /// Job `id` was taken off the bus and could not be put back.
     pub(crate) fn lost(&self, id: i64) {
-        self.ids().insert(id);
+        self.state().ids.insert(id);
     }
 
-    fn ids(&self) -> std::sync::MutexGuard<'_, HashSet<i64>> {
+    /// A write that creates jobs about `subject` failed with `error`: if the failure may
+    /// have come after the commit (the store was unreachable), those jobs may exist
+    /// unpublished.
+    pub(crate) fn unsure(&self, subject: Sid, error: &StoreError) {
+        if matches!(error, StoreError::Unavailable(_)) {
+            self.state().subjects.insert(subject);
+        }
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, Lost> {
         // Every critical section is one insert, extend or take: a panic cannot leave
-        // the set half-changed.
+        // the sets half-changed.
         self.lost.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -49,9 +82,9 @@ impl Resync {
 
     /// Publishes again the lost jobs still pending, if the bus is healthy; how many.
     async fn once(&self, store: &dyn Store, queue: &dyn Queue) -> usize {
-        let ids = {
-            let mut lost = self.ids();
-            lost.extend(queue.take_dropped());
+        let lost = {
+            let mut lost = self.state();
+            lost.ids.extend(queue.take_dropped());
             if lost.is_empty() || queue.health().is_err() {
                 return 0;
             }
@@ -60,15 +93,14 @@ impl Resync {
         let pending = match store.pending_jobs().await {
             Ok(jobs) => jobs,
             Err(e) => {
-                debug!(error = %e, jobs = ids.len(), "lost jobs wait for the store");
-                self.ids().extend(ids);
+                debug!(error = %e, "lost jobs wait for the store");
+                let mut state = self.state();
+                state.ids.extend(lost.ids);
+                state.subjects.extend(lost.subjects);
                 return 0;
             }
         };
-        let again: Vec<Job> = pending
-            .into_iter()
-            .filter(|j| ids.contains(&j.id))
-            .collect();
+        let again: Vec<Job> = pending.into_iter().filter(|j| lost.covers(j)).collect();
         let n = again.len();
         if n > 0 {
             info!(jobs = n, "publishing again jobs the bus lost");

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use tern_bus::inproc::InProcessQueue;
 use tern_bus::{BusError, Job, JobKind, Queue};
 use tern_store::sqlite::SqliteStore;
-use tern_store::{NewJob, Store};
+use tern_store::{NewJob, Store, StoreError};
 use tern_types::{Sid, SidPrefix};
 
 use super::Resync;
@@ -72,11 +72,12 @@ async fn lost_jobs_still_pending_are_published_again_once_the_bus_is_back() {
         ])
         .await
         .unwrap();
-    let (taken, dropped, finished) = (&jobs[0], &jobs[1], &jobs[2]);
+    let (taken, dropped, finished, untouched) = (&jobs[0], &jobs[1], &jobs[2], &jobs[3]);
     let queue = Flaky::default();
     let resync = Resync::default();
 
-    // Nothing lost, nothing to do.
+    // Nothing lost, nothing to do; a definite failure loses nothing either.
+    resync.unsure(untouched.subject, &StoreError::NotFound);
     assert_eq!(resync.once(&store, &queue).await, 0);
 
     // A worker could not put one back, the bus gave one up, and one was lost but then
@@ -99,4 +100,19 @@ async fn lost_jobs_still_pending_are_published_again_once_the_bus_is_back() {
     assert_eq!(queue.next(JobKind::Webhook).await.unwrap(), *dropped);
     assert_eq!(queue.depth(JobKind::Route), 0);
     assert_eq!(resync.once(&store, &queue).await, 0);
+
+    // A write about a message failed as unavailable: whatever jobs of it are pending go
+    // out (the jobs are found by message, not by id).
+    let unsure = store
+        .insert_jobs(vec![new_job(JobKind::Webhook)])
+        .await
+        .unwrap()
+        .remove(0);
+    resync.unsure(
+        unsure.subject,
+        &StoreError::Unavailable("connection closed".into()),
+    );
+    assert_eq!(resync.once(&store, &queue).await, 1);
+    assert_eq!(queue.next(JobKind::Webhook).await.unwrap(), unsure);
+    assert_eq!(queue.depth(JobKind::Route), 0);
 }

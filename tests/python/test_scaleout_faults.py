@@ -31,6 +31,7 @@ import requests
 from twilio.base.exceptions import TwilioRestException
 
 from conftest import BACKEND, HTTP_TIMEOUT, RawApi, free_port, make_client, poll, random_number, tern_bin
+from test_smpp_carrier import SimSmsc, carrier_config
 
 pytestmark = [
     pytest.mark.skipif(BACKEND != "scaleout", reason="needs TERN_TEST_BACKEND=scaleout"),
@@ -132,8 +133,9 @@ class PrivatePostgres:
 # --------------------------------------------------------------------------
 
 
-def node_config(name: str, region: str, pg: PrivatePostgres, nats: PrivateNats) -> str:
-    return f"""
+def node_config(name: str, region: str, pg: PrivatePostgres, nats: PrivateNats,
+                extra: str = "") -> str:
+    return extra + f"""
 [node]
 name = "{name}"
 region = "{region}"
@@ -232,8 +234,8 @@ def cluster(tmp_path):
         pg.create_db()
         nats.start()
 
-        def make(name: str) -> ServeNode:
-            n = ServeNode(tmp_path, name, node_config(name, region, pg, nats))
+        def make(name: str, extra: str = "") -> ServeNode:
+            n = ServeNode(tmp_path, name, node_config(name, region, pg, nats, extra))
             nodes.append(n)
             return n
 
@@ -439,44 +441,62 @@ def test_a_nats_outage_keeps_accepting_and_every_message_goes_out_once_it_is_bac
     assert_every_accepted_message_ends_once(load, raw, receiver)
 
 
-@pytest.mark.timeout(300)
-def test_a_killed_leader_is_replaced_by_the_other_node(cluster, receiver):
+@pytest.mark.timeout(400)
+def test_a_killed_leader_is_replaced_and_its_work_finished_by_the_other_node(
+        cluster, receiver, tmp_path):
+    """Two nodes bound to one carrier (a `tern sim smsc` of their own), load through the
+    leader, which is killed: the other node takes the leader lease within a lease's life,
+    finds the dead node's presence run out and publishes the pending jobs again, and
+    every message the dead node accepted is delivered."""
     _pg, _nats, make = cluster
-    a, b = make("lead-a"), make("lead-b")
-    creds = a.bootstrap()
-    a.start()
-    first = poll(lambda: (n := a.operator_node())["is_leader"] and n, timeout=30,
-                 desc="the first node to lead")
-    assert first["name"] == "lead-a" and first["holder"].startswith("lead-a:")
-    [lease] = first["leases"]
-    assert lease["name"] == f"leader/{first['region']}" and lease["holder"] == first["holder"]
-    b.start()
-    standby = b.operator_node()
-    assert (standby["name"], standby["is_leader"], standby["leases"]) == ("lead-b", False, [])
-    # The operator endpoint wants the operator's token.
-    assert requests.get(b.base_url + "/v1/Operator/Node", timeout=HTTP_TIMEOUT).status_code == 401
+    smsc = SimSmsc(tmp_path, "shared-smsc", ("--receipt-delay-ms", "50"))
+    smsc.start()
+    try:
+        carrier = carrier_config("smsc", smsc.port)
+        a, b = make("lead-a", carrier), make("lead-b", carrier)
+        creds = a.bootstrap()
+        receiver.add_token(creds["account_sid"], creds["auth_token"])
+        a.start()
+        first = poll(lambda: (n := a.operator_node())["is_leader"] and n, timeout=30,
+                     desc="the first node to lead")
+        assert first["name"] == "lead-a" and first["holder"].startswith("lead-a:")
+        leases = {lease["name"]: lease for lease in first["leases"]}
+        region = first["region"]
+        lease = leases[f"leader/{region}"]
+        assert set(leases) == {f"leader/{region}", f"node/{region}/{first['holder']}"}
+        assert all(lease["holder"] == first["holder"] for lease in leases.values())
+        b.start()
+        standby = b.operator_node()
+        assert (standby["name"], standby["is_leader"]) == ("lead-b", False)
+        assert [lease["name"] for lease in standby["leases"]] == [
+            f"node/{region}/{standby['holder']}"]
+        # The operator endpoint wants the operator's token.
+        r = requests.get(b.base_url + "/v1/Operator/Node", timeout=HTTP_TIMEOUT)
+        assert r.status_code == 401
 
-    # Both nodes serve the API and share the work.
-    for node in (a, b):
-        client = make_client(node.base_url, creds["account_sid"], creds["auth_token"])
-        m = client.messages.create(to=random_number(), from_=creds["phone_numbers"][0], body="hi")
+        load = Load(a.base_url, creds, receiver.url("leader-kill"))
+        try:
+            wait_accepted(load, 30)
+            a.kill9()
+            killed = time.monotonic()
+            taken = poll(lambda: (n := b.operator_node())["is_leader"] and n, timeout=20,
+                         interval=0.2, desc="the other node to take the leader lease")
+            took = time.monotonic() - killed
+        finally:
+            load.stop()
+        lease_b = {lease["name"]: lease for lease in taken["leases"]}[lease["name"]]
+        assert lease_b["holder"] == taken["holder"]
+        assert lease_b["epoch"] > lease["epoch"], (lease, lease_b)
+        metrics = requests.get(b.base_url + "/metrics", timeout=HTTP_TIMEOUT).text
+        assert "tern_leader 1" in metrics
+        print(f"leader lease taken over {took:.1f} s after the kill")
+
+        raw = RawApi(b.base_url, creds["account_sid"], creds["auth_token"])
+        assert_every_accepted_message_ends_once(load, raw, receiver)
+        client = make_client(b.base_url, creds["account_sid"], creds["auth_token"])
+        m = client.messages.create(to=random_number(), from_=creds["phone_numbers"][1],
+                                   body="after")
         poll(lambda: client.messages(m.sid).fetch().status == "delivered", timeout=60,
-             desc=f"a message through {node.name} to be delivered")
-    assert not b.operator_node()["is_leader"]
-
-    a.kill9()
-    killed = time.monotonic()
-    taken = poll(lambda: (n := b.operator_node())["is_leader"] and n, timeout=20, interval=0.2,
-                 desc="the other node to take the leader lease")
-    took = time.monotonic() - killed
-    [lease_b] = taken["leases"]
-    assert lease_b["name"] == lease["name"] and lease_b["holder"] == taken["holder"]
-    assert lease_b["epoch"] > lease["epoch"], (lease, lease_b)
-    metrics = requests.get(b.base_url + "/metrics", timeout=HTTP_TIMEOUT).text
-    assert "tern_leader 1" in metrics
-    print(f"leader lease taken over {took:.1f} s after the kill")
-
-    client = make_client(b.base_url, creds["account_sid"], creds["auth_token"])
-    m = client.messages.create(to=random_number(), from_=creds["phone_numbers"][1], body="after")
-    poll(lambda: client.messages(m.sid).fetch().status == "delivered", timeout=60,
-         desc="a message after the takeover to be delivered")
+             desc="a message after the takeover to be delivered")
+    finally:
+        smsc.stop()

@@ -178,7 +178,7 @@ pub async fn operator_node(
     let node = s.engine.node();
     let leadership = s.engine.leadership();
     let leases: Vec<serde_json::Value> = leadership
-        .held()
+        .leases()
         .into_iter()
         .map(|l| {
             json!({

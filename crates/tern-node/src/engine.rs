@@ -169,7 +169,7 @@ impl Engine {
         let brain = Brain::new(&config.network);
         let leadership = Leadership::new(
             store.clone(),
-            format!("leader/{}", config.node.region),
+            &config.node.region,
             &config.node.name,
             LeaseTiming::new(
                 Duration::from_millis(config.node.leader_ttl_ms.into()),
@@ -253,6 +253,11 @@ impl Engine {
             self.resync
                 .clone()
                 .run(self.store.clone(), self.queue.clone()),
+        );
+        tokio::spawn(
+            self.resync
+                .clone()
+                .after_lost_peers(self.leadership.peers_lost()),
         );
         tokio::spawn(self.clone().route_loop());
         tokio::spawn(self.clone().webhook_loop());

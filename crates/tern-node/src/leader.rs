@@ -14,6 +14,13 @@
 //! The holder is the node's name with a per-process suffix, so two processes configured
 //! with the same name (or a node restarted while its old lease still runs) never both
 //! count themselves leader.
+//!
+//! Every node also holds a presence lease, `node/<region>/<holder>`, renewed in the same
+//! round and released when it stops. The leader looks at them after each renewal: a
+//! presence that ran out without being released is a node that died (or lost the store)
+//! with jobs it had taken off the bus; the leader releases it — so that it is counted
+//! once — and reports it on [`Leadership::peers_lost`], for the engine to publish the
+//! store's pending jobs again.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -56,10 +63,16 @@ pub struct Leadership {
     store: Arc<dyn Store>,
     name: String,
     holder: String,
+    /// `node/<region>/`: where presence leases are.
+    presence_prefix: String,
     timing: LeaseTiming,
     /// The lease while this node leads.
     held: Mutex<Option<Lease>>,
+    /// This node's presence lease, as last granted.
+    presence: Mutex<Option<Lease>>,
     leader: watch::Sender<bool>,
+    /// How many peers this node, as leader, found dead.
+    peers_lost: watch::Sender<u64>,
     stop: watch::Sender<bool>,
     task: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
@@ -75,11 +88,11 @@ impl std::fmt::Debug for Leadership {
 }
 
 impl Leadership {
-    /// Takes part in the election for lease `name` as node `node` (a suffix makes the
+    /// Takes part in the election of `region`'s leader as node `node` (a suffix makes the
     /// holder unique to this process). Nothing happens until [`Leadership::start`].
     pub fn new(
         store: Arc<dyn Store>,
-        name: impl Into<String>,
+        region: &str,
         node: &str,
         timing: LeaseTiming,
     ) -> Arc<Leadership> {
@@ -89,11 +102,14 @@ impl Leadership {
         metrics::gauge!("tern_leader").set(0.0);
         Arc::new(Leadership {
             store,
-            name: name.into(),
+            name: format!("leader/{region}"),
             holder: format!("{node}:{instance}"),
+            presence_prefix: format!("node/{region}/"),
             timing,
             held: Mutex::new(None),
+            presence: Mutex::new(None),
             leader: watch::channel(false).0,
+            peers_lost: watch::channel(0).0,
             stop: watch::channel(false).0,
             task: Mutex::new(None),
         })
@@ -121,6 +137,26 @@ impl Leadership {
     /// The lease as last granted, while this node leads.
     pub fn held(&self) -> Option<Lease> {
         self.held.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// The leases this node holds as far as it knows: the leader lease while it leads,
+    /// and its presence.
+    pub fn leases(&self) -> Vec<Lease> {
+        let presence = self
+            .presence
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        self.held().into_iter().chain(presence).collect()
+    }
+
+    /// Counts the peers this node, as leader, found dead; changes when one more is.
+    pub fn peers_lost(&self) -> watch::Receiver<u64> {
+        self.peers_lost.subscribe()
+    }
+
+    fn presence_name(&self) -> String {
+        format!("{}{}", self.presence_prefix, self.holder)
     }
 
     /// Starts asking for (and renewing) the lease: now, then every renewal period, until
@@ -151,12 +187,7 @@ impl Leadership {
         let mut trusted_until: Option<Instant> = None;
         'asking: loop {
             let asked = Instant::now();
-            let ask = self.store.acquire_lease(
-                &self.name,
-                &self.holder,
-                u32::try_from(self.timing.ttl.as_millis()).unwrap_or(u32::MAX),
-                now_ms(),
-            );
+            let ask = self.ask();
             // A hanging store must neither keep a leader past its trust nor hold up the
             // next renewal.
             let next = asked + self.timing.renew;
@@ -170,6 +201,8 @@ impl Leadership {
                 Ok(Ok(Some(lease))) => {
                     trusted_until = Some(asked + self.timing.trusted_for());
                     self.gain(lease);
+                    // Bounded like the ask: the next renewal must not wait for it.
+                    let _ = tokio::time::timeout_at(next, self.bury_dead_peers()).await;
                 }
                 Ok(Ok(None)) => {
                     trusted_until = None;
@@ -199,6 +232,48 @@ impl Leadership {
         self.resign().await;
     }
 
+    /// Renews this node's presence, then asks for the leader lease (the answer).
+    async fn ask(&self) -> tern_store::Result<Option<Lease>> {
+        let ttl = u32::try_from(self.timing.ttl.as_millis()).unwrap_or(u32::MAX);
+        let now = now_ms();
+        let presence = self
+            .store
+            .acquire_lease(&self.presence_name(), &self.holder, ttl, now)
+            .await?;
+        *self.presence.lock().unwrap_or_else(|p| p.into_inner()) = presence;
+        self.store
+            .acquire_lease(&self.name, &self.holder, ttl, now)
+            .await
+    }
+
+    /// Releases the presence of every peer that let it run out, and counts them.
+    async fn bury_dead_peers(&self) {
+        let now = now_ms();
+        let peers = match self.store.leases(&self.presence_prefix).await {
+            Ok(peers) => peers,
+            Err(e) => {
+                warn!(error = %e, "cannot look for dead nodes");
+                return;
+            }
+        };
+        // A released presence (expires_at 0) is a node that stopped cleanly or was
+        // already counted.
+        let dead = peers
+            .into_iter()
+            .filter(|p| p.holder != self.holder && p.expires_at != 0 && !p.is_held_at(now));
+        for p in dead {
+            match self.store.release_lease(&p.name, &p.holder).await {
+                Ok(true) => {
+                    info!(node = %p.holder, "a node of the region stopped renewing its presence; its work is published again");
+                    self.peers_lost.send_modify(|n| *n += 1);
+                }
+                // It came back (or another leader counted it) meanwhile.
+                Ok(false) => {}
+                Err(e) => warn!(error = %e, "cannot release a dead node's presence"),
+            }
+        }
+    }
+
     fn gain(&self, lease: Lease) {
         let epoch = lease.epoch;
         *self.held.lock().unwrap_or_else(|p| p.into_inner()) = Some(lease);
@@ -216,13 +291,28 @@ impl Leadership {
         }
     }
 
-    /// Steps down and gives the lease back, so that another node need not wait for it to
-    /// run out.
+    /// Steps down and gives the leases back, so that another node need not wait for the
+    /// leader lease to run out, nor take this node for dead.
     async fn resign(&self) {
         let was_leader = self.is_leader();
         self.lose("stopping");
-        if was_leader && let Err(e) = self.store.release_lease(&self.name, &self.holder).await {
-            warn!(lease = %self.name, error = %e, "could not release the lease; it runs out by itself");
+        let mut held = Vec::new();
+        if was_leader {
+            held.push(self.name.clone());
+        }
+        let present = self
+            .presence
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+            .is_some();
+        if present {
+            held.push(self.presence_name());
+        }
+        for name in held {
+            if let Err(e) = self.store.release_lease(&name, &self.holder).await {
+                warn!(lease = %name, error = %e, "could not release a lease; it runs out by itself");
+            }
         }
     }
 }

@@ -8,8 +8,12 @@
 //! before the answer came — so that the jobs, if any, were never handed to the bus
 //! ([`Resync::unsure`], by the message they are about). The node remembers the ids and
 //! messages and, once the bus is healthy, reads the store's pending jobs and publishes
-//! those again; a job finished meanwhile is no longer pending and is left alone. (A node
-//! that dies forgets; its jobs are published again when it starts, by `Engine::start`.)
+//! those again; a job finished meanwhile is no longer pending and is left alone.
+//!
+//! A node that dies forgets, and so do the jobs it had taken off the bus: they are
+//! published again when it starts (`Engine::start`), and — should it not — when the
+//! region's leader finds its presence lease run out (`crate::leader`): then every pending
+//! job is published again ([`Resync::after_lost_peers`]).
 //!
 //! Publishing a message's pending jobs again may repeat one that is still in flight (a
 //! webhook retrying on this node): webhooks are at-least-once, and a repeat carries the
@@ -22,6 +26,7 @@ use std::time::Duration;
 use tern_bus::{Job, Queue};
 use tern_store::{Store, StoreError};
 use tern_types::Sid;
+use tokio::sync::watch;
 use tracing::{debug, info};
 
 /// How often lost jobs are looked for.
@@ -33,20 +38,27 @@ pub(crate) struct Resync {
     lost: Mutex<Lost>,
 }
 
-/// Jobs by id, and messages whose jobs, whichever they are.
+/// Jobs by id, messages whose jobs, whichever they are, or every pending job.
 #[derive(Debug, Default)]
 struct Lost {
     ids: HashSet<i64>,
     subjects: HashSet<Sid>,
+    all: bool,
 }
 
 impl Lost {
     fn is_empty(&self) -> bool {
-        self.ids.is_empty() && self.subjects.is_empty()
+        !self.all && self.ids.is_empty() && self.subjects.is_empty()
     }
 
     fn covers(&self, job: &Job) -> bool {
-        self.ids.contains(&job.id) || self.subjects.contains(&job.subject)
+        self.all || self.ids.contains(&job.id) || self.subjects.contains(&job.subject)
+    }
+
+    fn extend(&mut self, other: Lost) {
+        self.ids.extend(other.ids);
+        self.subjects.extend(other.subjects);
+        self.all |= other.all;
     }
 }
 
@@ -62,6 +74,18 @@ impl Resync {
     pub(crate) fn unsure(&self, subject: Sid, error: &StoreError) {
         if matches!(error, StoreError::Unavailable(_)) {
             self.state().subjects.insert(subject);
+        }
+    }
+
+    /// Every pending job may be lost: a node of the region died with jobs it had taken.
+    pub(crate) fn everything(&self) {
+        self.state().all = true;
+    }
+
+    /// Calls [`Resync::everything`] each time `lost` counts one more dead peer.
+    pub(crate) async fn after_lost_peers(self: Arc<Self>, mut lost: watch::Receiver<u64>) {
+        while lost.changed().await.is_ok() {
+            self.everything();
         }
     }
 
@@ -94,9 +118,7 @@ impl Resync {
             Ok(jobs) => jobs,
             Err(e) => {
                 debug!(error = %e, "lost jobs wait for the store");
-                let mut state = self.state();
-                state.ids.extend(lost.ids);
-                state.subjects.extend(lost.subjects);
+                self.state().extend(lost);
                 return 0;
             }
         };

@@ -38,8 +38,8 @@ async fn until(rx: &mut watch::Receiver<bool>, leader: bool) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_of_two_nodes_leads_and_a_stopping_leader_hands_over_at_once() {
     let (_dir, store) = store();
-    let a = Leadership::new(store.clone(), "leader/local", "a", LONG);
-    let b = Leadership::new(store.clone(), "leader/local", "b", LONG);
+    let a = Leadership::new(store.clone(), "local", "a", LONG);
+    let b = Leadership::new(store.clone(), "local", "b", LONG);
     let mut a_rx = a.subscribe();
     a.start();
     until(&mut a_rx, true).await;
@@ -76,7 +76,7 @@ async fn one_of_two_nodes_leads_and_a_stopping_leader_hands_over_at_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_vanished_leader_is_replaced_once_its_lease_runs_out() {
     let (_dir, store) = store();
-    let a = Leadership::new(store.clone(), "leader/local", "same-name", TIMING);
+    let a = Leadership::new(store.clone(), "local", "same-name", TIMING);
     let mut a_rx = a.subscribe();
     a.start();
     until(&mut a_rx, true).await;
@@ -85,7 +85,7 @@ async fn a_vanished_leader_is_replaced_once_its_lease_runs_out() {
     a.task.lock().unwrap().take().unwrap().abort();
 
     // The same configured name is another holder: it must wait for the lease to run out.
-    let b = Leadership::new(store.clone(), "leader/local", "same-name", TIMING);
+    let b = Leadership::new(store.clone(), "local", "same-name", TIMING);
     assert_ne!(a.holder(), b.holder());
     let mut b_rx = b.subscribe();
     b.start();
@@ -100,7 +100,7 @@ async fn a_leader_that_cannot_reach_the_store_steps_down_before_its_lease_runs_o
     let (_dir, store) = store();
     // Stepping down comes one renewal period before the lease runs out: a wide margin.
     let timing = LeaseTiming::new(Duration::from_secs(3), Duration::from_secs(1));
-    let a = Leadership::new(store.clone(), "leader/local", "a", timing);
+    let a = Leadership::new(store.clone(), "local", "a", timing);
     let mut rx = a.subscribe();
     a.start();
     until(&mut rx, true).await;
@@ -128,4 +128,50 @@ fn renewals_leave_room_for_a_failed_one() {
     assert_eq!(t.renew, Duration::from_secs(5));
     let t = LeaseTiming::new(Duration::from_secs(10), Duration::ZERO);
     assert_eq!(t.renew, Duration::from_secs(5));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_leader_counts_a_peer_that_died_but_not_one_that_stopped() {
+    let (_dir, store) = store();
+    let leader = Leadership::new(store.clone(), "local", "leader", TIMING);
+    let mut leads = leader.subscribe();
+    leader.start();
+    until(&mut leads, true).await;
+    let mut lost = leader.peers_lost();
+    let stopping = Leadership::new(store.clone(), "local", "stopping", TIMING);
+    let dying = Leadership::new(store.clone(), "local", "dying", TIMING);
+    stopping.start();
+    dying.start();
+    tokio::time::timeout(DEADLINE, async {
+        while store.leases("node/local/").await.unwrap().len() < 3 {
+            tokio::time::sleep(TIMING.renew / 4).await;
+        }
+    })
+    .await
+    .expect("every node announces itself");
+    assert_eq!(stopping.leases().len(), 1);
+
+    stopping.stop().await;
+    // Killed: no more renewals and no release.
+    dying.task.lock().unwrap().take().unwrap().abort();
+    tokio::time::timeout(DEADLINE, lost.wait_for(|n| *n >= 1))
+        .await
+        .expect("the dead node is noticed")
+        .unwrap();
+    // Counted once: its presence is released; the stopped node released its own.
+    let counted_at = leader.held().unwrap().expires_at;
+    tokio::time::timeout(DEADLINE, async {
+        while leader.held().is_none_or(|l| l.expires_at <= counted_at) {
+            tokio::time::sleep(TIMING.renew / 4).await;
+        }
+    })
+    .await
+    .expect("the leader renews");
+    assert_eq!(*lost.borrow(), 1);
+    let presences = store.leases("node/local/").await.unwrap();
+    for p in &presences {
+        assert_eq!(p.expires_at == 0, p.holder != leader.holder(), "{p:?}");
+    }
+    assert_eq!(presences.len(), 3);
+    leader.stop().await;
 }

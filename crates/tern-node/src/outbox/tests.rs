@@ -115,4 +115,11 @@ async fn lost_jobs_still_pending_are_published_again_once_the_bus_is_back() {
     assert_eq!(resync.once(&store, &queue).await, 1);
     assert_eq!(queue.next(JobKind::Webhook).await.unwrap(), unsure);
     assert_eq!(queue.depth(JobKind::Route), 0);
+
+    // A node died with jobs it had taken: every pending job goes out again.
+    resync.everything();
+    assert_eq!(resync.once(&store, &queue).await, 4);
+    assert_eq!(queue.depth(JobKind::Route), 2);
+    assert_eq!(queue.depth(JobKind::Webhook), 2);
+    assert_eq!(resync.once(&store, &queue).await, 0);
 }

@@ -1,4 +1,5 @@
-"""Messaging Services: CRUD, sender pool, round-robin, scheduling."""
+"""Messaging Services: CRUD, sender pool, round-robin, sticky sender, scheduling; and
+per-sender pacing (a sender's rate, queueing until the validity period)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import pytest
 
 from conftest import (
     SID_RE,
+    TernServer,
     poll,
     random_number,
     raises_twilio,
@@ -271,3 +273,136 @@ def test_schedule_type_must_be_fixed_35126(client, service):
         client.messages.create(messaging_service_sid=service.sid, to=random_number(), body="x",
                                schedule_type="later",
                                send_at=now_utc() + dt.timedelta(hours=1))
+
+
+# ---------------------------------------------------------------- sticky sender
+
+
+def delivered_froms(client, sids) -> list[str]:
+    return [wait_message_status(client, sid, "delivered").from_ for sid in sids]
+
+
+def send_via(client, svc, to, n, body="svc"):
+    return [client.messages.create(messaging_service_sid=svc.sid, to=to, body=f"{body} {i}").sid
+            for i in range(n)]
+
+
+def test_sticky_sender_is_on_by_default_and_settable(client):
+    svc = client.messaging.v1.services.create(friendly_name=f"sticky-{uuid.uuid4().hex[:6]}")
+    assert svc.sticky_sender is True
+    off = client.messaging.v1.services(svc.sid).update(sticky_sender=False)
+    assert off.sticky_sender is False
+    assert client.messaging.v1.services(svc.sid).fetch().sticky_sender is False
+    made_off = client.messaging.v1.services.create(friendly_name="sticky-off", sticky_sender=False)
+    assert made_off.sticky_sender is False
+    with raises_twilio(400):
+        client.messaging.v1.services(svc.sid).update(sticky_sender="maybe")
+
+
+def test_sticky_sender_keeps_a_recipient_on_one_number(client, pooled_service):
+    svc, numbers = pooled_service
+    handset = random_number()
+    # Sent back to back, so their routing overlaps: they still agree on one sender.
+    froms = delivered_froms(client, send_via(client, svc, handset, 3, "sticky"))
+    assert len(set(froms)) == 1, f"one recipient got messages from {froms}"
+    # New recipients are still spread over the pool, in turn.
+    others = [client.messages.create(messaging_service_sid=svc.sid, to=random_number(),
+                                     body=f"spread {i}").sid for i in range(4)]
+    spread = collections.Counter(delivered_froms(client, others))
+    assert spread == collections.Counter({numbers[0]: 2, numbers[1]: 2}), spread
+    # …and the first recipient keeps its sender.
+    assert delivered_froms(client, send_via(client, svc, handset, 2, "again")) == froms[:2]
+
+
+def test_a_sticky_sender_that_leaves_the_pool_is_replaced(client, pooled_service):
+    svc, numbers = pooled_service
+    handset = random_number()
+    [first] = delivered_froms(client, send_via(client, svc, handset, 1, "before"))
+    pool = {p.phone_number: p.sid for p in
+            client.messaging.v1.services(svc.sid).phone_numbers.list()}
+    client.messaging.v1.services(svc.sid).phone_numbers(pool[first]).delete()
+    [other] = set(numbers) - {first}
+    assert delivered_froms(client, send_via(client, svc, handset, 2, "after")) == [other, other]
+
+
+def test_without_sticky_sender_a_recipient_gets_the_pool_in_turn(client, pooled_service):
+    svc, numbers = pooled_service
+    client.messaging.v1.services(svc.sid).update(sticky_sender=False)
+    froms = delivered_froms(client, send_via(client, svc, random_number(), 4, "rr"))
+    assert collections.Counter(froms) == collections.Counter({numbers[0]: 2, numbers[1]: 2}), froms
+
+
+# ---------------------------------------------------------------- per-sender pacing
+
+PACED_MPS = 2.0
+PACED_CONFIG = f"""
+[sim]
+receipt_delay_ms = 50
+
+[messaging]
+sender_mps_long_code = {PACED_MPS}
+"""
+
+
+@pytest.fixture(scope="module")
+def paced(tmp_path_factory, receiver):
+    """A `tern up` whose long codes send at most PACED_MPS messages a second."""
+    srv = TernServer(tmp_path_factory.mktemp("tern-paced"), PACED_CONFIG, name="tern-paced")
+    creds = srv.start()
+    receiver.add_token(creds.account_sid, creds.auth_token)
+    yield srv
+    rc = srv.stop()
+    assert rc == 0, f"tern did not exit 0 on SIGTERM (rc={rc}):\n{srv.log_tail()}"
+
+
+def fresh_sender(client) -> str:
+    """A number of its own, so that no other test's messages share its schedule."""
+    return client.incoming_phone_numbers.create(phone_number=random_number()).phone_number
+
+
+def test_a_long_code_sends_at_its_rate_and_its_backlog_waits_queued(paced, receiver):
+    client = paced.client()
+    sender = fresh_sender(client)
+    cb = receiver.url("paced")
+    sids = [client.messages.create(from_=sender, to=random_number(), body=f"paced {i}",
+                                   status_callback=cb).sid for i in range(5)]
+    # The last one's slot is (5 - 1) / 2 s after the first's; while it waits it is
+    # `queued`, not an error (asserting that at a given moment would race the clock on a
+    # loaded machine: the spread of the `sent` callbacks below shows the pacing).
+    assert client.messages(sids[-1]).fetch().status in ("queued", "sending", "sent", "delivered")
+    for sid in sids:
+        wait_message_status(client, sid, "delivered")
+    sent_at = sorted(e.t for e in receiver.events_for(cb) if e.status == "sent")
+    assert len(sent_at) == len(sids), sent_at
+    spread = sent_at[-1] - sent_at[0]
+    assert spread >= 0.75 * (len(sids) - 1) / PACED_MPS, f"5 messages sent within {spread:.2f} s"
+
+
+def test_a_backlog_past_its_validity_period_fails_30001(paced):
+    client = paced.client()
+    sender = fresh_sender(client)
+    sids = [client.messages.create(from_=sender, to=random_number(), body=f"short-lived {i}",
+                                   validity_period=1).sid for i in range(8)]
+    finals = [wait_message_status(client, sid, {"delivered", "failed", "undelivered"})
+              for sid in sids]
+    outcomes = [(m.status, m.error_code) for m in finals]
+    # 2/s with 1 s to live: the first slots fit in the validity period, the rest do not.
+    assert outcomes[0] == ("delivered", None), outcomes
+    assert outcomes[-1] == ("failed", 30001), outcomes
+    assert set(outcomes) == {("delivered", None), ("failed", 30001)}, outcomes
+
+
+def test_a_services_validity_period_bounds_its_sends_wait(paced):
+    client = paced.client()
+    svc = client.messaging.v1.services.create(friendly_name="paced", validity_period=1)
+    assert svc.validity_period == 1
+    pn = client.incoming_phone_numbers.create(phone_number=random_number())
+    client.messaging.v1.services(svc.sid).phone_numbers.create(phone_number_sid=pn.sid)
+    sids = [client.messages.create(messaging_service_sid=svc.sid, to=random_number(),
+                                   body=f"svc {i}").sid for i in range(8)]
+    finals = [wait_message_status(client, sid, {"delivered", "failed", "undelivered"})
+              for sid in sids]
+    outcomes = [(m.status, m.error_code) for m in finals]
+    assert outcomes[0] == ("delivered", None), outcomes
+    assert outcomes[-1] == ("failed", 30001), outcomes
+    assert all(m.from_ == pn.phone_number for m in finals), [m.from_ for m in finals]

@@ -45,6 +45,18 @@ impl Params {
         }
     }
 
+    /// An optional boolean parameter: `true` or `false`, in any case, as the SDKs send them.
+    pub fn bool(&self, name: &str) -> ApiResult<Option<bool>> {
+        match self.get(name) {
+            None => Ok(None),
+            Some(v) if v.eq_ignore_ascii_case("true") => Ok(Some(true)),
+            Some(v) if v.eq_ignore_ascii_case("false") => Ok(Some(false)),
+            Some(v) => Err(ApiError::invalid(format!(
+                "{name} must be true or false, not {v}"
+            ))),
+        }
+    }
+
     /// An optional HTTP method parameter (`GET` or `POST`).
     pub fn method(&self, name: &str) -> ApiResult<Option<String>> {
         match self.get(name) {

@@ -102,6 +102,15 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/Operator/SmppBinds", get(ops::operator_smpp_binds))
         .route("/v1/Operator/Network", get(ops::operator_network))
         .route("/v1/Operator/Node", get(ops::operator_node))
+        .route("/v1/Operator/Events", get(ops::operator_events))
+        .route(
+            "/v1/Operator/Routes",
+            get(ops::operator_routes).put(ops::operator_set_routes),
+        )
+        .route(
+            "/v1/Operator/Messages/{sid}/RouteAttempts",
+            get(ops::operator_route_attempts),
+        )
         .route(
             "/2010-04-01/Accounts.json",
             get(accounts::list).post(accounts::create),

@@ -197,3 +197,92 @@ pub async fn operator_node(
         "leases": leases,
     })))
 }
+
+/// `GET /v1/Operator/Messages/{Sid}/RouteAttempts`: every carrier tried for a message
+/// (any account's), when, with what result and why — the Super Network's explained
+/// decisions — beside where the message is now.
+pub async fn operator_route_attempts(
+    State(s): State<Arc<AppState>>,
+    headers: HeaderMap,
+    axum::extract::Path(sid): axum::extract::Path<String>,
+) -> ApiResult<Json<serde_json::Value>> {
+    let path = format!("/v1/Operator/Messages/{sid}/RouteAttempts");
+    operator(&s, &headers, &path)?;
+    let sid: tern_types::Sid = sid.parse().map_err(|_| ApiError::not_found(&path))?;
+    let m = s
+        .store
+        .message(sid)
+        .await?
+        .ok_or_else(|| ApiError::not_found(&path))?;
+    let attempts = s.engine.route_attempts(sid).await?;
+    Ok(Json(json!({
+        "message_sid": m.sid,
+        "account_sid": m.account_sid,
+        "to": m.to,
+        "status": m.status.as_str(),
+        "carrier": m.carrier,
+        "carrier_message_id": m.carrier_message_id,
+        "route_attempts": attempts,
+    })))
+}
+
+/// The route table as the operator API shows it.
+fn routes_json(table: &tern_domain::RouteTable) -> serde_json::Value {
+    json!({ "routes": table.routes() })
+}
+
+/// `GET /v1/Operator/Routes`: the route table in force on this node, longest prefix
+/// first, in the shape of `[[route]]`.
+pub async fn operator_routes(
+    State(s): State<Arc<AppState>>,
+    headers: HeaderMap,
+) -> ApiResult<Json<serde_json::Value>> {
+    operator(&s, &headers, "/v1/Operator/Routes")?;
+    Ok(Json(routes_json(&s.engine.routes())))
+}
+
+/// `PUT /v1/Operator/Routes` with `{"routes": [...]}` (each as a `[[route]]` table):
+/// checked whole, then swapped in without stopping traffic (messages already routed keep
+/// their carrier). Answers the table now in force.
+pub async fn operator_set_routes(
+    State(s): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult<Json<serde_json::Value>> {
+    operator(&s, &headers, "/v1/Operator/Routes")?;
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Body {
+        routes: Vec<tern_domain::Route>,
+    }
+    let body: Body = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::invalid(format!("The route table is not valid JSON: {e}")))?;
+    let table = s
+        .engine
+        .set_routes(body.routes)
+        .map_err(|e| ApiError::invalid(format!("The route table was refused: {e}")))?;
+    Ok(Json(routes_json(&table)))
+}
+
+/// `GET /v1/Operator/Events[?Kind=network.path]`: the region's latest events as this node
+/// received them (at most 1,000, oldest first): carrier paths changing health
+/// (`network.path`), carriers losing or regaining every connection (`network.link`).
+pub async fn operator_events(
+    State(s): State<Arc<AppState>>,
+    headers: HeaderMap,
+    uri: Uri,
+) -> ApiResult<Json<serde_json::Value>> {
+    operator(&s, &headers, "/v1/Operator/Events")?;
+    let kind = uri.query().and_then(|q| {
+        form_urlencoded::parse(q.as_bytes())
+            .find(|(k, _)| k == "Kind")
+            .map(|(_, v)| v.into_owned())
+    });
+    let events: Vec<_> = s
+        .engine
+        .recent_events()
+        .into_iter()
+        .filter(|e| kind.as_deref().is_none_or(|k| e.kind == k))
+        .collect();
+    Ok(Json(json!({ "events": events })))
+}

@@ -143,7 +143,7 @@ pub fn service(s: &MessagingService, base_url: &str) -> Value {
         "sid": s.sid,
         "smart_encoding": true,
         "status_callback": c.status_callback,
-        "sticky_sender": true,
+        "sticky_sender": c.sticky(),
         "synchronous_validation": true,
         "url": url,
         "us_app_to_person_registered": false,

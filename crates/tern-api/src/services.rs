@@ -34,6 +34,7 @@ fn config(f: &Params) -> ApiResult<ServiceConfig> {
         inbound_method: f.method("InboundMethod")?,
         fallback_url: f.url("FallbackUrl")?,
         validity_period,
+        sticky_sender: f.bool("StickySender")?,
     })
 }
 

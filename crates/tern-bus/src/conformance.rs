@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use tern_types::{Sid, SidPrefix};
 
-use crate::{Job, JobKind, Queue};
+use crate::{Event, Job, JobKind, Queue};
 
 /// How long any single wait may take before the suite declares the queue stuck.
 pub const HANG_GUARD: Duration = Duration::from_secs(30);
@@ -54,6 +54,46 @@ where
     concurrent_workers_take_each_job_once(make().await).await;
     close_wakes_waiting_workers(make().await).await;
     depth_counts_published_untaken_jobs(make().await).await;
+    events_reach_subscribers_in_order(make().await).await;
+}
+
+/// An event of kind `kind` numbered `n`.
+pub fn event(kind: &str, n: i64) -> Event {
+    Event {
+        kind: kind.into(),
+        node: "node-1".into(),
+        at: n,
+        data: serde_json::json!({ "n": n }),
+    }
+}
+
+/// Receives the next event, failing the test after [`HANG_GUARD`].
+pub async fn next_event(rx: &mut tokio::sync::broadcast::Receiver<Event>, what: &str) -> Event {
+    match tokio::time::timeout(HANG_GUARD, rx.recv()).await {
+        Ok(Ok(e)) => e,
+        Ok(Err(e)) => panic!("{what}: event stream failed: {e}"),
+        Err(_) => panic!("{what}: no event within {HANG_GUARD:?}"),
+    }
+}
+
+pub async fn events_reach_subscribers_in_order(q: Arc<dyn Queue>) {
+    let mut first = q.events();
+    let mut second = q.events();
+    for n in 0..3 {
+        q.emit(event("network.path", n));
+    }
+    for rx in [&mut first, &mut second] {
+        for n in 0..3 {
+            assert_eq!(next_event(rx, "events").await, event("network.path", n));
+        }
+    }
+    // A subscriber sees what is emitted after it subscribed, not before.
+    let mut late = q.events();
+    q.emit(event("network.link", 7));
+    assert_eq!(
+        next_event(&mut late, "late").await,
+        event("network.link", 7)
+    );
 }
 
 /// `q.next(kind)`, failing the test if nothing arrives within [`HANG_GUARD`] or the queue

@@ -7,7 +7,7 @@ use std::sync::Mutex;
 use async_trait::async_trait;
 use tokio::sync::Notify;
 
-use crate::{BusError, Job, JobKind, Queue};
+use crate::{BusError, EVENT_BUFFER, Event, Job, JobKind, Queue};
 
 fn now_ms() -> i64 {
     std::time::SystemTime::now()
@@ -50,6 +50,7 @@ pub struct InProcessQueue {
     ready_signal: HashMap<JobKind, Notify>,
     /// Wakes the timer when an earlier deadline arrives.
     timer_signal: Notify,
+    events: tokio::sync::broadcast::Sender<Event>,
 }
 
 impl Default for InProcessQueue {
@@ -67,6 +68,7 @@ impl InProcessQueue {
                 .map(|k| (k, Notify::new()))
                 .collect(),
             timer_signal: Notify::new(),
+            events: tokio::sync::broadcast::Sender::new(EVENT_BUFFER),
         }
     }
 
@@ -129,6 +131,15 @@ impl InProcessQueue {
 
 #[async_trait]
 impl Queue for InProcessQueue {
+    fn emit(&self, event: Event) {
+        // No subscriber is not an error: nobody is listening.
+        let _ = self.events.send(event);
+    }
+
+    fn events(&self) -> tokio::sync::broadcast::Receiver<Event> {
+        self.events.subscribe()
+    }
+
     fn publish(&self, jobs: Vec<Job>) {
         let now = now_ms();
         let mut counts: HashMap<JobKind, usize> = HashMap::new();

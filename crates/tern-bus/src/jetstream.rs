@@ -36,6 +36,10 @@
 //!   stream (or delivered but not handed out, which are nak'd) stay there for the next node.
 //!   Publishing keeps working after close (the stream is shared), queued publishes are sent,
 //!   and depth keeps being refreshed until the queue is dropped.
+//! * Events ([`Queue::emit`]) are plain NATS messages on `[<namespace>.]tern.<region>.events.<kind>`,
+//!   not JetStream: they are signals, worth nothing once superseded, so nothing stores
+//!   them. Each queue subscribes to its region's events once and fans them out to
+//!   [`Queue::events`] receivers.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -55,7 +59,7 @@ use tokio::sync::{Mutex, mpsc, oneshot, watch};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
-use crate::{Job, JobKind, Queue};
+use crate::{EVENT_BUFFER, Event, Job, JobKind, Queue};
 
 /// The region used when none is given.
 pub const DEFAULT_REGION: &str = "local";
@@ -250,6 +254,12 @@ impl Layout {
         format!("{}.{}", self.subject_base, kind.as_str())
     }
 
+    /// `[<namespace>.]tern.<region>.events.<kind>` (`*` for all kinds).
+    fn events_subject(&self, kind: &str) -> String {
+        let base = self.subject_base.trim_end_matches(".jobs");
+        format!("{base}.events.{kind}")
+    }
+
     fn consumer(&self, kind: JobKind) -> String {
         format!("{}_{}", self.consumer_prefix, kind.as_str())
     }
@@ -265,6 +275,8 @@ pub struct JetStreamQueue {
     closed: watch::Sender<bool>,
     /// Ids of the jobs given up on, for [`Queue::take_dropped`].
     dropped: Dropped,
+    events: tokio::sync::broadcast::Sender<Event>,
+    events_out: mpsc::Sender<(String, Vec<u8>)>,
 }
 
 /// Ids of jobs the publisher gave up on.
@@ -383,6 +395,26 @@ impl JetStreamQueue {
         refresher.refresh().await;
         tokio::spawn(refresher.run(closed_rx));
 
+        let events = tokio::sync::broadcast::Sender::new(EVENT_BUFFER);
+        let subscriber = bounded("subscribe to events", async {
+            context
+                .client()
+                .subscribe(layout.events_subject("*"))
+                .await
+                .map_err(|e| BusError::js("subscribing to events", e))
+        })
+        .await?;
+        tokio::spawn(fan_out_events(subscriber, events.clone()));
+        let (events_out, mut outgoing) = mpsc::channel::<(String, Vec<u8>)>(EVENT_BUFFER);
+        let client = context.client();
+        tokio::spawn(async move {
+            while let Some((subject, payload)) = outgoing.recv().await {
+                if let Err(e) = client.publish(subject, payload.into()).await {
+                    tracing::debug!(error = %e, "event not published");
+                }
+            }
+        });
+
         Ok(Arc::new(JetStreamQueue {
             context,
             layout,
@@ -391,6 +423,8 @@ impl JetStreamQueue {
             publish_tx,
             closed,
             dropped,
+            events,
+            events_out,
         }))
     }
 
@@ -483,8 +517,56 @@ impl JetStreamQueue {
     }
 }
 
+/// Hands the region's events to this node's receivers until the subscription ends.
+async fn fan_out_events(mut subscriber: Subscriber, events: tokio::sync::broadcast::Sender<Event>) {
+    while let Some(msg) = subscriber.next().await {
+        match serde_json::from_slice::<Event>(&msg.payload) {
+            Ok(e) => {
+                let _ = events.send(e);
+            }
+            Err(e) => {
+                tracing::debug!(subject = %msg.subject, error = %e, "unreadable event ignored")
+            }
+        }
+    }
+}
+
 #[async_trait]
 impl Queue for JetStreamQueue {
+    fn emit(&self, event: Event) {
+        // Kinds become subject tokens: anything else would publish somewhere unexpected.
+        let valid = !event.kind.is_empty()
+            && event
+                .kind
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.')
+            && !event.kind.starts_with('.')
+            && !event.kind.ends_with('.')
+            && !event.kind.contains("..");
+        if !valid {
+            tracing::warn!(kind = %event.kind, "event with an invalid kind dropped");
+            return;
+        }
+        let payload = match serde_json::to_vec(&event) {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot encode an event");
+                return;
+            }
+        };
+        // Only the last token of the subject is the kind's first segment: `network.path`
+        // goes to `….events.network_path` so one wildcard subscription sees every kind.
+        let subject = self.layout.events_subject(&event.kind.replace('.', "_"));
+        // One publisher task keeps events in order; a full channel drops (best effort).
+        if self.events_out.try_send((subject, payload)).is_err() {
+            tracing::debug!("event dropped: the publisher is behind");
+        }
+    }
+
+    fn events(&self) -> tokio::sync::broadcast::Receiver<Event> {
+        self.events.subscribe()
+    }
+
     fn publish(&self, jobs: Vec<Job>) {
         if jobs.is_empty() {
             return;

@@ -11,6 +11,11 @@
 //! The in-process queue ([`inproc::InProcessQueue`]) is the embedded default; the JetStream
 //! queue ([`jetstream::JetStreamQueue`]) slots in behind the same trait for several nodes.
 //! [`conformance`] holds the behavioural suite every implementation must pass.
+//!
+//! Beside the work, a queue carries **events**: state changes other parts of the platform
+//! react to (the status page, alerts) — a carrier path's health moving, say. They go to
+//! every node of the region ([`Queue::emit`], [`Queue::events`]) and are signals, not
+//! work: best effort, never stored by Tern, each superseded by the next state.
 
 pub mod conformance;
 pub mod inproc;
@@ -61,6 +66,24 @@ pub struct Job {
     pub payload: String,
 }
 
+/// A state change announced to every node of the region.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Event {
+    /// What changed, dotted: `network.path` (a carrier path's health), for instance.
+    /// Letters, digits, `_` and `.` only (it becomes part of a subject name).
+    pub kind: String,
+    /// The node that saw it.
+    pub node: String,
+    /// When (ms since the epoch).
+    pub at: i64,
+    /// The kind's own fields.
+    pub data: serde_json::Value,
+}
+
+/// Events waiting for a slow subscriber, at most; beyond it the oldest are skipped (the
+/// subscriber is told how many, by `broadcast`'s `Lagged`).
+pub const EVENT_BUFFER: usize = 1024;
+
 #[async_trait]
 pub trait Queue: Send + Sync + 'static {
     /// Makes committed jobs available; a job whose `run_at` is in the future waits until then.
@@ -77,4 +100,8 @@ pub trait Queue: Send + Sync + 'static {
     /// The ids of jobs this queue gave up publishing since the last call. They are still in
     /// the store; the caller publishes them again once [`Queue::health`] is back.
     fn take_dropped(&self) -> Vec<i64>;
+    /// Announces an event to every node of the region (this one included), best effort.
+    fn emit(&self, event: Event);
+    /// Events of the region from now on.
+    fn events(&self) -> tokio::sync::broadcast::Receiver<Event>;
 }

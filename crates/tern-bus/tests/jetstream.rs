@@ -321,3 +321,45 @@ async fn jetstream_rides_out_an_outage_and_stores_each_job_once() {
     assert!(q.take_dropped().is_empty());
     q.close();
 }
+
+/// An event emitted on one node reaches every node of its region (itself included) and
+/// no node of another region or namespace.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_reach_the_region_and_stay_in_it() {
+    let ns = namespace();
+    let a = connect("eu", &ns).await;
+    let b = connect("eu", &ns).await;
+    let other_region = connect("us", &ns).await;
+    let other_ns = connect("eu", &namespace()).await;
+    let (mut at_a, mut at_b) = (a.events(), b.events());
+    let (mut at_us, mut at_other) = (other_region.events(), other_ns.events());
+    a.emit(conformance::event("network.path", 1));
+    // A kind that is not a subject token is refused, not published elsewhere.
+    a.emit(conformance::event("network.>", 2));
+    a.emit(conformance::event("network.path", 3));
+    for rx in [&mut at_a, &mut at_b] {
+        assert_eq!(
+            conformance::next_event(rx, "region").await,
+            conformance::event("network.path", 1)
+        );
+        assert_eq!(
+            conformance::next_event(rx, "region").await,
+            conformance::event("network.path", 3)
+        );
+    }
+    // The other region and namespace each get their own event, and only that.
+    other_region.emit(conformance::event("network.link", 9));
+    other_ns.emit(conformance::event("network.link", 10));
+    assert_eq!(
+        conformance::next_event(&mut at_us, "us").await,
+        conformance::event("network.link", 9)
+    );
+    assert_eq!(
+        conformance::next_event(&mut at_other, "namespace").await,
+        conformance::event("network.link", 10)
+    );
+    assert!(at_a.try_recv().is_err(), "eu saw another region's event");
+    for q in [a, b, other_region, other_ns] {
+        let _ = q.delete_stream().await;
+    }
+}

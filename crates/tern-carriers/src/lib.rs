@@ -74,4 +74,8 @@ pub trait Carrier: Send + Sync + 'static {
     /// how a receipt lost to a crash or a dropped connection is recovered. `None` while the
     /// carrier has no final state yet or cannot tell.
     async fn query(&self, carrier_message_id: &str, to: &str) -> Option<Receipt>;
+    /// The number of connections that can transmit now, for connectors that keep
+    /// connections (`None` for those that don't): the Super Network's liveness floor. No
+    /// default, so that a wrapper cannot hide its inner carrier's connections by accident.
+    fn transmitting(&self) -> Option<tokio::sync::watch::Receiver<usize>>;
 }

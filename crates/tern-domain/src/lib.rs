@@ -1,11 +1,12 @@
 //! Pure domain logic of Tern's messaging: the message lifecycle state machine, validation of
-//! a send request, opt-out keywords and sender selection. Nothing here does IO or knows the
-//! time except through its arguments, so every rule is a unit test.
+//! a send request, opt-out keywords, sender selection and per-sender pacing. Nothing here
+//! does IO or knows the time except through its arguments, so every rule is a unit test.
 
 pub mod credentials;
 pub mod keywords;
 pub mod lifecycle;
 pub mod network;
+pub mod pacing;
 pub mod routing;
 pub mod send;
 

@@ -44,7 +44,8 @@ pub struct SendPlan {
     pub num_segments: u32,
     pub media_urls: Vec<String>,
     pub status_callback: Option<String>,
-    pub validity_secs: u32,
+    /// `None` when not given: the Messaging Service's, else [`MAX_VALIDITY_SECS`].
+    pub validity_secs: Option<u32>,
     pub send_at: Option<DateTime<Utc>>,
     pub provide_feedback: bool,
     pub initial_status: MessageStatus,
@@ -148,9 +149,9 @@ pub fn plan_send(p: &SendParams, now: DateTime<Utc>) -> Result<SendPlan, SendErr
         .transpose()?;
 
     let validity_secs = match non_empty(&p.validity_period) {
-        None => MAX_VALIDITY_SECS,
+        None => None,
         Some(v) => match v.parse::<u32>() {
-            Ok(n) if (1..=MAX_VALIDITY_SECS).contains(&n) => n,
+            Ok(n) if (1..=MAX_VALIDITY_SECS).contains(&n) => Some(n),
             _ => {
                 return Err(err_msg(
                     ErrorCode::InvalidParameter,
@@ -246,7 +247,7 @@ mod tests {
     fn a_plain_send_is_queued_with_defaults() {
         let plan = plan_send(&params(), now()).unwrap();
         assert_eq!(plan.initial_status, MessageStatus::Queued);
-        assert_eq!(plan.validity_secs, 36_000);
+        assert_eq!(plan.validity_secs, None);
         assert_eq!(plan.num_segments, 1);
         assert_eq!(plan.to.as_str(), "+14155552671");
     }

@@ -32,12 +32,7 @@ pub struct Config {
 
 /// One `[[route]]`: destinations starting with `prefix` (`"+"` for all; the longest
 /// match wins) go to `carriers`, the first preferred and the next on error.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RouteConfig {
-    pub prefix: String,
-    pub carriers: Vec<String>,
-}
+pub type RouteConfig = tern_domain::Route;
 
 /// The customer-facing SMPP server.
 #[derive(Debug, Clone, Deserialize)]
@@ -160,6 +155,15 @@ pub struct MessagingConfig {
     pub concurrency: usize,
     /// Attempts at submitting one message before it fails.
     pub max_submit_attempts: u32,
+    /// Messages per second one sender may send, by its kind
+    /// (`tern_domain::pacing::classify`); `0` leaves that kind unpaced. A message over its
+    /// sender's rate waits in `queued` for the sender's next free slot, and fails with
+    /// 30001 if that slot is after its validity period. Each node paces what it routes
+    /// (per node, in memory). Twilio's figures are 1 (long code), 3 (toll-free) and 100
+    /// (short code).
+    pub sender_mps_long_code: f64,
+    pub sender_mps_toll_free: f64,
+    pub sender_mps_short_code: f64,
 }
 
 impl Default for MessagingConfig {
@@ -168,6 +172,11 @@ impl Default for MessagingConfig {
             receipt_grace_secs: 10,
             concurrency: 64,
             max_submit_attempts: 10,
+            // Unpaced unless configured, so that a test or a benchmark sending from one
+            // number is not held to a carrier's rate.
+            sender_mps_long_code: 0.0,
+            sender_mps_toll_free: 0.0,
+            sender_mps_short_code: 0.0,
         }
     }
 }
@@ -204,6 +213,19 @@ mod tests {
         assert_eq!(
             (c.node.region.as_str(), c.store.url.as_deref()),
             ("us1", Some("postgres://x"))
+        );
+        let c = Config::from_toml(
+            "[messaging]\nsender_mps_long_code = 1.0\nsender_mps_toll_free = 3\nsender_mps_short_code = 100.0\n",
+        )
+        .unwrap();
+        assert_eq!(
+            (
+                c.messaging.sender_mps_long_code,
+                c.messaging.sender_mps_toll_free,
+                c.messaging.sender_mps_short_code,
+                c.messaging.concurrency
+            ),
+            (1.0, 3.0, 100.0, 64)
         );
     }
 }

@@ -2,18 +2,20 @@
 //! inbound messages and delivers every webhook — durable through the store's outbox.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use tern_bus::{Job, JobKind, Queue};
+use tern_bus::{Event, Job, JobKind, Queue};
 use tern_carriers::{
     Carrier, CarrierEvent, InboundSms, OutboundSms, Receipt, ReceiptOutcome, SubmitError,
 };
 use tern_domain::keywords::{self, Keyword};
-use tern_domain::{Route, RouteTable, SendParams, check_transition, plan_send};
+use tern_domain::{Route, RouteError, RouteTable, SendParams, check_transition, plan_send};
 use tern_store::{
-    Account, Feedback, FeedbackOutcome, Message, NewJob, PhoneNumber, Store, StoreError, Transition,
+    Account, AttemptResult, Feedback, FeedbackOutcome, Message, NewJob, PhoneNumber, RouteAttempt,
+    Store, StoreError, Transition,
 };
 use tern_types::{Direction, ErrorCode, MessageStatus, Sid, SidPrefix};
 use tern_webhooks::{Attempt, WebhookClient, WebhookRequest, backoff};
@@ -23,6 +25,7 @@ use tracing::{Instrument, debug, info_span, warn};
 use crate::leader::{Leadership, LeaseTiming};
 use crate::network::Brain;
 use crate::outbox::Resync;
+use crate::pacing::{Admission, Pacing};
 use crate::{Config, callbacks, now_ms};
 use tern_domain::network::{PathKey, PathView, Signal};
 
@@ -115,7 +118,9 @@ pub struct Engine {
     store: Arc<dyn Store>,
     queue: Arc<dyn Queue>,
     carriers: HashMap<String, Arc<dyn Carrier>>,
-    routes: RouteTable,
+    /// Swapped whole by [`Engine::set_routes`]; a route in use stays valid meanwhile.
+    routes: std::sync::RwLock<Arc<RouteTable>>,
+    carrier_ids: Vec<String>,
     webhooks: WebhookClient,
     config: Config,
     /// Webhooks waiting behind an earlier one of the same message (callbacks stay in order).
@@ -128,7 +133,28 @@ pub struct Engine {
     leadership: Arc<Leadership>,
     /// Jobs the bus lost, to publish again from the store.
     resync: Arc<Resync>,
+    counters: ResendCounters,
+    /// The region's latest events, at most [`RECENT_EVENTS`].
+    recent_events: Mutex<VecDeque<Event>>,
+    /// The engine itself, for tasks spawned from `&self` methods.
+    me: std::sync::Weak<Engine>,
+    pacing: Pacing,
 }
+
+/// What resends did since the engine started (the chaos benchmark reads them; the same
+/// figures are Prometheus counters).
+#[derive(Debug, Default)]
+pub struct ResendCounters {
+    /// Messages moved to another carrier.
+    pub resent: AtomicU64,
+    /// Resends whose copy went out although a receipt came first (the handset may get two).
+    pub resend_races: AtomicU64,
+    /// Messages both carriers reported delivered.
+    pub duplicate_deliveries: AtomicU64,
+}
+
+/// Events kept for the operator API.
+const RECENT_EVENTS: usize = 1_000;
 
 fn token() -> String {
     Sid::generate(SidPrefix::Message).as_str()[2..].to_string()
@@ -145,15 +171,8 @@ impl Engine {
             return Err("at least one carrier is needed".into());
         }
         let ids: Vec<&str> = carriers.iter().map(|c| c.id()).collect();
-        let routes: Vec<Route> = config
-            .routes
-            .iter()
-            .map(|r| Route {
-                prefix: r.prefix.clone(),
-                carriers: r.carriers.clone(),
-            })
-            .collect();
-        let routes = RouteTable::new(routes, &ids).map_err(|e| e.to_string())?;
+        let routes = RouteTable::new(config.routes.clone(), &ids).map_err(|e| e.to_string())?;
+        let carrier_ids = ids.iter().map(|c| (*c).to_owned()).collect();
         let mut by_id = HashMap::new();
         for c in carriers {
             let id = c.id().to_owned();
@@ -176,13 +195,15 @@ impl Engine {
                 Duration::from_millis(config.node.leader_renew_ms.into()),
             ),
         );
-        Ok(Arc::new(Engine {
+        let pacing = Pacing::new(&config.messaging).map_err(|e| e.to_string())?;
+        Ok(Arc::new_cyclic(|me| Engine {
             route_permits: Arc::new(Semaphore::new(config.messaging.concurrency.max(1))),
             webhook_permits: Arc::new(Semaphore::new(config.webhooks.concurrency.max(1))),
             store,
             queue,
             carriers: by_id,
-            routes,
+            routes: std::sync::RwLock::new(Arc::new(routes)),
+            carrier_ids,
             webhooks,
             config,
             chains: Mutex::new(HashMap::new()),
@@ -190,6 +211,10 @@ impl Engine {
             brain,
             leadership,
             resync: Arc::default(),
+            counters: ResendCounters::default(),
+            recent_events: Mutex::new(VecDeque::new()),
+            me: me.clone(),
+            pacing,
         }))
     }
 
@@ -212,6 +237,65 @@ impl Engine {
         &self.config.node
     }
 
+    /// The region's latest events (oldest first), as this node received them.
+    pub fn recent_events(&self) -> Vec<Event> {
+        self.recent_events
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .cloned()
+            .collect()
+    }
+
+    /// Keeps the region's latest events for [`Engine::recent_events`].
+    async fn event_log_loop(self: Arc<Self>) {
+        let mut events = self.queue.events();
+        loop {
+            match events.recv().await {
+                Ok(e) => {
+                    let mut log = self.recent_events.lock().unwrap_or_else(|p| p.into_inner());
+                    if log.len() >= RECENT_EVENTS {
+                        log.pop_front();
+                    }
+                    log.push_back(e);
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                    warn!(skipped = n, "event log fell behind; skipped events");
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+            }
+        }
+    }
+
+    /// The route table in force.
+    pub fn routes(&self) -> Arc<RouteTable> {
+        self.routes
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Replaces the route table (the operator API, a config reload): checked against the
+    /// carriers first, then swapped whole. Messages already routed keep their carrier;
+    /// the next routing decision uses the new table.
+    pub fn set_routes(&self, routes: Vec<Route>) -> Result<Arc<RouteTable>, RouteError> {
+        let ids: Vec<&str> = self.carrier_ids.iter().map(String::as_str).collect();
+        let table = Arc::new(RouteTable::new(routes, &ids)?);
+        *self.routes.write().unwrap_or_else(|p| p.into_inner()) = table.clone();
+        tracing::info!(routes = table.routes().len(), "route table replaced");
+        Ok(table)
+    }
+
+    /// What resends did since the start.
+    pub fn resend_counters(&self) -> &ResendCounters {
+        &self.counters
+    }
+
+    /// The route attempts of a message, oldest first.
+    pub async fn route_attempts(&self, sid: Sid) -> Result<Vec<RouteAttempt>, StoreError> {
+        self.store.route_attempts(sid).await
+    }
+
     /// Every carrier × route path the Super Network knows, with its health and estimates.
     pub fn network_snapshot(&self) -> Vec<PathView> {
         self.brain.snapshot()
@@ -219,7 +303,8 @@ impl Engine {
 
     /// The path a message to `to` on `carrier` takes: the carrier and its route's prefix.
     fn path(&self, carrier: &str, to: &str) -> PathKey {
-        let prefix = self.routes.route_for(to).map_or("+", |r| r.prefix.as_str());
+        let routes = self.routes();
+        let prefix = routes.route_for(to).map_or("+", |r| r.key());
         PathKey::new(carrier, prefix)
     }
 
@@ -228,7 +313,28 @@ impl Engine {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         loop {
             tick.tick().await;
-            self.brain.tick();
+            let resends = self.brain.tick();
+            for (kind, data) in self.brain.take_events() {
+                self.queue.emit(Event {
+                    kind: kind.to_owned(),
+                    node: self.config.node.name.clone(),
+                    at: now_ms(),
+                    data,
+                });
+            }
+            for c in resends {
+                let me = self.clone();
+                let span = info_span!("resend", message_sid = %c.sid, carrier = %c.key.carrier);
+                tokio::spawn(
+                    async move {
+                        let why = "receipt overdue on a carrier gone down";
+                        if let Err(e) = me.resend(c.sid, &c.key, why).await {
+                            warn!(error = %e, "could not resend a message");
+                        }
+                    }
+                    .instrument(span),
+                );
+            }
         }
     }
 
@@ -263,7 +369,14 @@ impl Engine {
         tokio::spawn(self.clone().webhook_loop());
         tokio::spawn(self.clone().event_loop(events));
         tokio::spawn(self.clone().sweep_loop());
+        tokio::spawn(self.clone().event_log_loop());
         tokio::spawn(self.clone().network_loop());
+        for (id, carrier) in &self.carriers {
+            if let Some(transmitting) = carrier.transmitting() {
+                let (me, id) = (self.clone(), id.clone());
+                tokio::spawn(async move { me.brain.watch_link(&id, transmitting).await });
+            }
+        }
         Ok(())
     }
 
@@ -319,7 +432,11 @@ impl Engine {
     ) -> Result<Message, EngineError> {
         let now = chrono::Utc::now();
         let plan = plan_send(params, now)?;
-        if self.routes.carriers_for(plan.to.as_str()).is_none() {
+        if self
+            .routes()
+            .route_for(plan.to.as_str())
+            .is_none_or(|r| r.deny)
+        {
             return Err(EngineError::code(ErrorCode::RegionNotEnabled));
         }
         if let Some(from) = &plan.from {
@@ -336,10 +453,12 @@ impl Engine {
             }
         }
         let mut status_callback = origin.status_callback.or(plan.status_callback.clone());
+        let mut validity_secs = plan.validity_secs;
         if let Some(svc) = plan.messaging_service_sid {
             match self.store.service(svc).await? {
                 Some(s) if s.account_sid == account.sid => {
                     status_callback = status_callback.or(s.config.status_callback);
+                    validity_secs = validity_secs.or(s.config.validity_period);
                 }
                 _ => return Err(EngineError::code(ErrorCode::MessagingServiceNotFound)),
             }
@@ -362,7 +481,7 @@ impl Engine {
             from: plan.from.map(|f| f.as_str().to_string()),
             num_media: plan.media_urls.len() as u32,
             status_callback,
-            validity_secs: plan.validity_secs,
+            validity_secs: validity_secs.unwrap_or(tern_domain::send::MAX_VALIDITY_SECS),
             send_at: plan.send_at.map(|t| t.timestamp_millis()),
             provide_feedback: plan.provide_feedback,
             ..Message::new(
@@ -523,14 +642,7 @@ impl Engine {
             }
             // Expiry applies until a carrier has taken the message, retries included.
             if now > m.expires_at() {
-                let mut t = self.transition_with_error(
-                    &m,
-                    MessageStatus::Failed,
-                    ErrorCode::QueueOverflow.code(),
-                    now,
-                );
-                t.done_job = Some(job.id);
-                return self.apply_or_reload(t).await;
+                return self.expire(&m, job, now).await;
             }
             let (next, mut t) = match m.status {
                 MessageStatus::Scheduled | MessageStatus::Accepted => {
@@ -553,10 +665,22 @@ impl Engine {
                     t.from = Some(from);
                     (MessageStatus::Queued, t)
                 }
-                MessageStatus::Queued => (
-                    MessageStatus::Sending,
-                    self.transition(&m, MessageStatus::Sending, now),
-                ),
+                MessageStatus::Queued => {
+                    // A message over its sender's rate waits here, still `queued`.
+                    if let Some(from) = &m.from {
+                        match self.pacing.admit(from, &job.payload, now, m.expires_at()) {
+                            Admission::Go => {}
+                            Admission::Wait { run_at, payload } => {
+                                return self.defer(job, run_at, payload).await;
+                            }
+                            Admission::Expired => return self.expire(&m, job, now).await,
+                        }
+                    }
+                    (
+                        MessageStatus::Sending,
+                        self.transition(&m, MessageStatus::Sending, now),
+                    )
+                }
                 MessageStatus::Sending => return self.submit(&m, job).await,
                 _ => return self.store.complete_jobs(vec![job.id]).await,
             };
@@ -598,6 +722,29 @@ impl Engine {
         t
     }
 
+    /// Fails a message whose validity period ends before a carrier takes it, as Twilio
+    /// does (30001, queue overflow).
+    async fn expire(&self, m: &Message, job: &Job, now: i64) -> Result<(), StoreError> {
+        let mut t = self.transition_with_error(
+            m,
+            MessageStatus::Failed,
+            ErrorCode::QueueOverflow.code(),
+            now,
+        );
+        t.done_job = Some(job.id);
+        self.apply_or_reload(t).await
+    }
+
+    /// Puts a route job back until `run_at` without counting an attempt: its message
+    /// waits for its sender's slot.
+    async fn defer(&self, job: &Job, run_at: i64, payload: String) -> Result<(), StoreError> {
+        metrics::counter!("tern_messages_paced_total").increment(1);
+        if let Some(j) = self.store.defer_job(job.id, run_at, payload).await? {
+            self.publish(vec![j]);
+        }
+        Ok(())
+    }
+
     async fn apply_or_reload(&self, t: Transition) -> Result<(), StoreError> {
         match self.apply(t).await {
             Ok(()) | Err(StoreError::StaleStatus(_)) => Ok(()),
@@ -605,6 +752,9 @@ impl Engine {
         }
     }
 
+    /// The sender a Messaging Service send goes from: with sticky sender (the default),
+    /// the one the recipient got before while it is still in the pool; otherwise the next
+    /// of the pool in turn, remembered for the recipient when sticky.
     async fn pick_sender(&self, m: &Message) -> Result<Option<String>, StoreError> {
         let Some(svc) = m.messaging_service_sid else {
             return Ok(None);
@@ -613,13 +763,42 @@ impl Engine {
         if pool.is_empty() {
             return Ok(None);
         }
+        let sticky = match self.store.service(svc).await? {
+            Some(s) => s.config.sticky(),
+            None => return Ok(None),
+        };
+        let stuck = if sticky {
+            self.store.sticky_sender(svc, &m.to).await?
+        } else {
+            None
+        };
+        if let Some(from) = &stuck
+            && pool.iter().any(|(n, _)| n.phone_number == *from)
+        {
+            return Ok(stuck);
+        }
         let counter = self.store.next_sender_counter(svc).await?;
-        Ok(tern_domain::send::pick_sender(&pool, counter).map(|(n, _)| n.phone_number))
+        let Some(from) =
+            tern_domain::send::pick_sender(&pool, counter).map(|(n, _)| n.phone_number)
+        else {
+            return Ok(None);
+        };
+        if !sticky {
+            return Ok(Some(from));
+        }
+        // A concurrent first send to the same recipient may have stuck another sender;
+        // the store's answer is the one every message to the recipient uses.
+        let from = self
+            .store
+            .stick_sender(svc, &m.to, &from, stuck.as_deref(), now_ms())
+            .await?;
+        Ok(Some(from))
     }
 
     async fn submit(&self, m: &Message, job: &Job) -> Result<(), StoreError> {
         let now = now_ms();
-        let Some(route) = self.routes.route_for(&m.to) else {
+        let routes = self.routes();
+        let Some(route) = routes.route_for(&m.to).filter(|r| !r.deny) else {
             // The route table changed since the message was accepted.
             let mut t = self.transition_with_error(
                 m,
@@ -630,11 +809,11 @@ impl Engine {
             t.done_job = Some(job.id);
             return self.apply_or_reload(t).await;
         };
-        let Some(carrier) = self
+        let picked = self
             .brain
-            .pick(&route.prefix, &route.carriers, &m.sid, job.attempts)
-            .and_then(|id| self.carriers.get(&id))
-        else {
+            .pick(route, &m.sid, job.attempts, &[])
+            .and_then(|p| Some((self.carriers.get(&p.carrier)?, p)));
+        let Some((carrier, pick)) = picked else {
             let mut t = self.transition_with_error(
                 m,
                 MessageStatus::Failed,
@@ -644,37 +823,23 @@ impl Engine {
             t.done_job = Some(job.id);
             return self.apply_or_reload(t).await;
         };
-        let key = PathKey::new(carrier.id(), route.prefix.as_str());
-        let route = &route.carriers;
-        let sms = OutboundSms {
-            message_sid: m.sid,
-            from: m.from.clone().unwrap_or_default(),
-            to: m.to.clone(),
-            body: m.body.clone(),
-            validity_secs: m.validity_secs,
-        };
-        let last_attempt = job.attempts + 1 >= self.config.messaging.max_submit_attempts;
-        let started = std::time::Instant::now();
-        let result = carrier.submit(&sms).await;
-        self.brain.observe(
-            &key,
-            match &result {
-                Ok(_) => Signal::SubmitOk {
-                    latency_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
-                },
-                Err(SubmitError::Retryable(_)) => Signal::SubmitRetryable,
-                Err(SubmitError::Permanent { .. }) => Signal::SubmitRefused,
-            },
-        );
-        if result.is_err() {
-            self.brain.failed(m.sid, carrier.id());
+        if !pick.wait.is_zero() {
+            // Every carrier is at its route's max_mps: this slot is reserved for us.
+            tokio::time::sleep(pick.wait).await;
         }
+        let key = PathKey::new(carrier.id(), route.key());
+        let route = &route.carriers;
+        let last_attempt = job.attempts + 1 >= self.config.messaging.max_submit_attempts;
+        let (result, attempt) = self
+            .try_carrier(m, carrier.as_ref(), &key, pick.reason)
+            .await;
         match result {
             Ok(id) => {
                 self.brain.sent(m.sid, key.clone());
                 let mut t = self.transition(m, MessageStatus::Sent, now);
                 t.carrier = Some((carrier.id().to_string(), id));
                 t.done_job = Some(job.id);
+                t.attempts = vec![attempt];
                 self.apply_or_reload(t).await
             }
             // Another carrier of the route may take what this one refused; each is asked
@@ -684,6 +849,7 @@ impl Engine {
             {
                 debug!(%reason, code, carrier = carrier.id(), "carrier refused the message; trying the next one");
                 metrics::counter!("tern_carrier_failovers_total", "carrier" => carrier.id().to_string()).increment(1);
+                self.store.add_route_attempts(vec![attempt]).await?;
                 self.retry_later(job.clone(), reason).await;
                 Ok(())
             }
@@ -692,6 +858,7 @@ impl Engine {
                 debug!(%reason, code, "carrier refused the message");
                 let mut t = self.transition_with_error(m, MessageStatus::Failed, code, now);
                 t.done_job = Some(job.id);
+                t.attempts = vec![attempt];
                 self.apply_or_reload(t).await
             }
             Err(SubmitError::Retryable(reason)) => {
@@ -705,12 +872,167 @@ impl Engine {
                         now,
                     );
                     t.done_job = Some(job.id);
+                    t.attempts = vec![attempt];
                     return self.apply_or_reload(t).await;
                 }
+                self.store.add_route_attempts(vec![attempt]).await?;
                 self.retry_later(job.clone(), reason).await;
                 Ok(())
             }
         }
+    }
+
+    /// Offers `m` to `carrier` on path `key`, tells the network what happened and returns
+    /// the result with its route attempt (`why` says why this carrier was chosen).
+    async fn try_carrier(
+        &self,
+        m: &Message,
+        carrier: &dyn Carrier,
+        key: &PathKey,
+        why: String,
+    ) -> (Result<String, SubmitError>, RouteAttempt) {
+        let sms = OutboundSms {
+            message_sid: m.sid,
+            from: m.from.clone().unwrap_or_default(),
+            to: m.to.clone(),
+            body: m.body.clone(),
+            validity_secs: m.validity_secs,
+        };
+        let started = std::time::Instant::now();
+        let result = carrier.submit(&sms).await;
+        self.brain.observe(
+            key,
+            match &result {
+                Ok(_) => Signal::SubmitOk {
+                    latency_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+                },
+                Err(SubmitError::Retryable(_)) => Signal::SubmitRetryable,
+                Err(SubmitError::Permanent { .. }) => Signal::SubmitRefused,
+            },
+        );
+        if result.is_err() {
+            self.brain.failed(m.sid, carrier.id());
+        }
+        let (outcome, carrier_message_id, error_code, reason) = match &result {
+            Ok(id) => (AttemptResult::Accepted, Some(id.clone()), None, why),
+            Err(SubmitError::Permanent { code, reason }) => (
+                AttemptResult::Refused,
+                None,
+                Some(*code),
+                format!("{why}; refused: {reason}"),
+            ),
+            Err(SubmitError::Retryable(reason)) => (
+                AttemptResult::Retryable,
+                None,
+                None,
+                format!("{why}; not taken now: {reason}"),
+            ),
+        };
+        let attempt = RouteAttempt {
+            message_sid: m.sid,
+            carrier: carrier.id().to_owned(),
+            prefix: key.prefix.clone(),
+            at: now_ms(),
+            result: outcome,
+            carrier_message_id,
+            error_code,
+            reason,
+        };
+        (result, attempt)
+    }
+
+    // ---- Resends (the Super Network's retry on another carrier) -------------------------
+
+    /// Sends `sid`, taken by the carrier of `from` and judged failing there, again on the
+    /// next carrier of its route. `true` if another carrier took it. Bounded: a budget
+    /// per second, `resend_max_carriers` per message, never once the message is final.
+    async fn resend(&self, sid: Sid, from: &PathKey, why: &str) -> Result<bool, StoreError> {
+        let settings = self.brain.resend_settings();
+        let Some(m) = self.store.message(sid).await? else {
+            return Ok(false);
+        };
+        let (Some(old_carrier), Some(old_id)) = (m.carrier.clone(), m.carrier_message_id.clone())
+        else {
+            return Ok(false);
+        };
+        if m.status != MessageStatus::Sent || old_carrier != from.carrier {
+            return Ok(false);
+        }
+        let routes = self.routes();
+        let Some(route) = routes.route_for(&m.to) else {
+            return Ok(false);
+        };
+        let history = self.store.route_attempts(sid).await?;
+        let taken = history
+            .iter()
+            .filter(|a| a.result == AttemptResult::Accepted)
+            .count()
+            .max(1);
+        if taken >= settings.max_carriers as usize {
+            metrics::counter!("tern_network_resends_total", "result" => "max_carriers")
+                .increment(1);
+            return Ok(false);
+        }
+        let mut tried: Vec<String> = history
+            .iter()
+            .filter(|a| a.result != AttemptResult::Retryable)
+            .map(|a| a.carrier.clone())
+            .collect();
+        tried.push(old_carrier.clone());
+        let picked = self
+            .brain
+            .pick(route, &sid, 0, &tried)
+            .and_then(|p| Some((self.carriers.get(&p.carrier)?, p)));
+        let Some((carrier, pick)) = picked else {
+            metrics::counter!("tern_network_resends_total", "result" => "no_carrier").increment(1);
+            return Ok(false);
+        };
+        if !pick.wait.is_zero() {
+            tokio::time::sleep(pick.wait).await;
+        }
+        let key = PathKey::new(carrier.id(), route.key());
+        let reason = format!("resent from {old_carrier}: {why}; {}", pick.reason);
+        let (result, attempt) = self.try_carrier(&m, carrier.as_ref(), &key, reason).await;
+        self.brain.routed(&sid);
+        let Ok(new_id) = result else {
+            metrics::counter!("tern_network_resends_total", "result" => "refused").increment(1);
+            self.store.add_route_attempts(vec![attempt]).await?;
+            return Ok(false);
+        };
+        let now = now_ms();
+        let old_id_for_query = old_id.clone();
+        let given_up = RouteAttempt {
+            message_sid: sid,
+            carrier: old_carrier.clone(),
+            prefix: from.prefix.clone(),
+            at: now,
+            result: AttemptResult::Resent,
+            carrier_message_id: Some(old_id.clone()),
+            error_code: None,
+            reason: why.to_owned(),
+        };
+        let moved = self
+            .store
+            .resend_message(
+                sid,
+                (old_carrier, old_id),
+                (carrier.id().to_owned(), new_id),
+                now,
+                vec![given_up, attempt],
+            )
+            .await?;
+        if moved {
+            self.brain.sent(sid, key);
+            metrics::counter!("tern_network_resends_total", "result" => "resent").increment(1);
+            self.counters.resent.fetch_add(1, Ordering::Relaxed);
+            self.follow_up(from.carrier.clone(), old_id_for_query, m.to.clone());
+        } else {
+            // A receipt (or another resend) won the race: the new carrier has a copy the
+            // handset may also get.
+            metrics::counter!("tern_network_resends_total", "result" => "raced").increment(1);
+            self.counters.resend_races.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(moved)
     }
 
     // ---- Carrier events ----------------------------------------------------------------
@@ -735,7 +1057,7 @@ impl Engine {
         // A receipt can overtake the commit of the submission it answers; look again
         // a few times before giving it up to the receipt sweeper.
         for attempt in 0..20u32 {
-            match self.apply_receipt(&r).await {
+            match self.apply_receipt(&r, true).await {
                 Ok(true) => return,
                 Ok(false) => {}
                 Err(e) => warn!(error = %e, "could not apply a receipt"),
@@ -746,8 +1068,10 @@ impl Engine {
             .increment(1);
     }
 
-    /// Applies a receipt; `false` when no message with its carrier id exists (yet).
-    async fn apply_receipt(&self, r: &Receipt) -> Result<bool, StoreError> {
+    /// Applies a receipt; `false` when no message with its carrier id exists (yet). With
+    /// `hold`, an undelivered receipt first waits `undelivered_hold_ms` and, if the path is
+    /// judged failing by then, the message is resent rather than ended.
+    async fn apply_receipt(&self, r: &Receipt, hold: bool) -> Result<bool, StoreError> {
         let Some(m) = self
             .store
             .message_by_carrier_id(&r.carrier, &r.carrier_message_id)
@@ -760,23 +1084,98 @@ impl Engine {
             ReceiptOutcome::Undelivered(c) => (MessageStatus::Undelivered, Some(c)),
             ReceiptOutcome::Failed(c) => (MessageStatus::Failed, Some(c)),
         };
+        // The receipt of the attempt the message is on, or of one it was resent from.
+        let current = m.carrier.as_deref() == Some(r.carrier.as_str())
+            && m.carrier_message_id.as_deref() == Some(r.carrier_message_id.as_str());
+        let key = self.path(&r.carrier, &m.to);
         if check_transition(m.status, to).is_err() {
-            metrics::counter!("tern_receipts_duplicate_total").increment(1);
+            if to == MessageStatus::Delivered
+                && m.status == MessageStatus::Delivered
+                && (!current || self.was_resent(m.sid).await?)
+            {
+                // Both carriers delivered it: the handset got it twice.
+                metrics::counter!("tern_network_duplicate_deliveries_total").increment(1);
+                self.counters
+                    .duplicate_deliveries
+                    .fetch_add(1, Ordering::Relaxed);
+            } else {
+                metrics::counter!("tern_receipts_duplicate_total").increment(1);
+            }
+            if !current {
+                self.brain
+                    .receipt(m.sid, key, to == MessageStatus::Delivered, 0);
+            }
             return Ok(true);
         }
         let latency = m.sent.map_or(0, |s| (now_ms() - s).max(0) as u64);
-        self.brain.receipt(
-            m.sid,
-            self.path(&r.carrier, &m.to),
-            to == MessageStatus::Delivered,
-            latency,
-        );
+        self.brain
+            .receipt(m.sid, key.clone(), to == MessageStatus::Delivered, latency);
+        if !current && to != MessageStatus::Delivered {
+            // An attempt the message was resent from failed: the current one decides.
+            return Ok(true);
+        }
+        let settings = self.brain.resend_settings();
+        if hold && current && to == MessageStatus::Undelivered && settings.enabled {
+            tokio::time::sleep(settings.undelivered_hold).await;
+            if self.brain.judged_failing(&key) && self.brain.take_resend() {
+                let why = format!("undelivered ({}) on a failing path", code.unwrap_or(0));
+                if self.resend(m.sid, &key, &why).await? {
+                    return Ok(true);
+                }
+            }
+            // Still the attempt the receipt speaks of? (A duplicate receipt may have
+            // resent it meanwhile.)
+            let still = self.store.message(m.sid).await?;
+            if still
+                .as_ref()
+                .map(|s| (&s.carrier, &s.carrier_message_id, s.status))
+                != Some((&m.carrier, &m.carrier_message_id, m.status))
+            {
+                return Ok(true);
+            }
+        }
+        if !current {
+            metrics::counter!("tern_network_resends_total", "result" => "first_delivered")
+                .increment(1);
+        }
         let mut t = Transition::new(m.sid, m.status, to, now_ms());
         t.error_code = code;
         t.raw_dlr_done_date = r.done_date.clone();
         t.jobs = self.callback_jobs(&m, to, code, r.done_date.as_deref(), None);
         self.apply_or_reload(t).await?;
         Ok(true)
+    }
+
+    /// Asks the carrier a message was resent from, after the receipt grace, what became
+    /// of its copy: a late delivery corrects that carrier's standing and, with the other
+    /// copy delivered too, is counted as a duplicate at the handset. In memory only: a
+    /// restart forgets it, which only loses that evidence.
+    fn follow_up(&self, carrier: String, carrier_message_id: String, to: String) {
+        let Some(c) = self.carriers.get(&carrier).cloned() else {
+            return;
+        };
+        let grace = Duration::from_secs(self.config.messaging.receipt_grace_secs);
+        let Some(me) = self.me.upgrade() else {
+            return;
+        };
+        tokio::spawn(async move {
+            tokio::time::sleep(grace).await;
+            if let Some(r) = c.query(&carrier_message_id, &to).await
+                && let Err(e) = me.apply_receipt(&r, false).await
+            {
+                warn!(error = %e, "could not apply the receipt of a resent message's first copy");
+            }
+        });
+    }
+
+    /// Whether `sid` was ever sent again on another carrier.
+    async fn was_resent(&self, sid: Sid) -> Result<bool, StoreError> {
+        Ok(self
+            .store
+            .route_attempts(sid)
+            .await?
+            .iter()
+            .any(|a| a.result == AttemptResult::Resent))
     }
 
     /// Reports queue depths and, on the region's leader only (nodes share the store, and
@@ -818,7 +1217,7 @@ impl Engine {
                 };
                 if let Some(r) = c.query(id, &m.to).await {
                     metrics::counter!("tern_receipts_recovered_total", "carrier" => carrier.clone()).increment(1);
-                    let _ = self.apply_receipt(&r).await;
+                    let _ = self.apply_receipt(&r, false).await;
                 }
             }
         }

@@ -7,6 +7,7 @@ pub mod engine;
 pub mod leader;
 pub mod network;
 mod outbox;
+mod pacing;
 
 pub use config::Config;
 pub use engine::{CustomerLinks, Engine, EngineError, Purpose, SMPP_CALLBACK_SCHEME, SendOrigin};

@@ -5,15 +5,17 @@
 //! All of it is in memory: health is a view of the last seconds, rebuilt from live traffic
 //! after a restart, so nothing here needs to be durable.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::Mutex;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use serde::Deserialize;
+use tern_domain::Route;
 use tern_domain::network::{
     Candidate, Health, HealthConfig, Network, PathKey, PathView, Signal, Transition,
 };
 use tern_types::Sid;
+use tokio::sync::watch;
 use tracing::info;
 
 /// `[network]` in the config.
@@ -23,6 +25,22 @@ pub struct NetworkConfig {
     /// Rank carriers from outcomes (the Super Network). `false` keeps the static order of
     /// `[[route]]` (the "brain off" baseline of the chaos benchmark).
     pub learn: bool,
+    /// How long a carrier must have no connection that can transmit before its paths
+    /// go Down (`LinkDown`); a reconnect faster than this is a blip, not an outage. At
+    /// start-up the carrier is given at least 5 s to bind.
+    pub link_down_after_ms: u64,
+    /// Send a message again on the next carrier of its route when the carrier that took
+    /// it is judged failing: its receipt is overdue on a path gone Down (silent failure),
+    /// or it came back undelivered from a path not Healthy (partial failure).
+    pub resend: bool,
+    /// The most resends per second across the node (a token bucket with a burst of
+    /// five seconds' worth), so a destination failing everywhere cannot double the load.
+    pub resend_max_per_sec: f64,
+    /// The most carriers that may take one message (the first included).
+    pub resend_max_carriers: u32,
+    /// How long an undelivered receipt waits before it is final, so a path whose failure
+    /// is only becoming visible can still be judged failing and the message resent.
+    pub undelivered_hold_ms: u64,
     /// Thresholds of the health model (`tern_domain::network::HealthConfig`).
     pub health: HealthConfig,
 }
@@ -31,6 +49,11 @@ impl Default for NetworkConfig {
     fn default() -> Self {
         NetworkConfig {
             learn: true,
+            link_down_after_ms: 1_000,
+            resend: true,
+            resend_max_per_sec: 200.0,
+            resend_max_carriers: 3,
+            undelivered_hold_ms: 1_000,
             health: HealthConfig::default(),
         }
     }
@@ -45,6 +68,9 @@ struct Awaiting {
     deadline_ms: u64,
     sent_ms: u64,
     overdue: bool,
+    /// The path of the attempt this one replaced (a resend) and whether its receipt had
+    /// been reported overdue: its receipt may still come, and must correct, not count.
+    previous: Option<(PathKey, bool)>,
 }
 
 #[derive(Default)]
@@ -52,10 +78,32 @@ struct Tracker {
     by_sid: HashMap<Sid, Awaiting>,
     /// (deadline, sid) of entries not yet overdue.
     deadlines: BTreeSet<(u64, Sid)>,
+    /// Overdue messages per path, oldest first: resent once their path goes Down.
+    overdue: HashMap<PathKey, VecDeque<Sid>>,
+}
+
+/// A message to send again on another carrier.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct ResendCandidate {
+    pub sid: Sid,
+    pub key: PathKey,
+}
+
+/// The resend budget: a token bucket refilled at `resend_max_per_sec`.
+struct Budget {
+    tokens: f64,
+    at_ms: u64,
 }
 
 pub(crate) struct Brain {
     learn: bool,
+    link_down_after: Duration,
+    resend: ResendSettings,
+    budget: Mutex<Budget>,
+    /// Events (kind, fields) not yet handed to the bus; [`Brain::take_events`] drains it.
+    outbox: Mutex<Vec<(&'static str, serde_json::Value)>>,
+    /// `max_mps` state per (route prefix, carrier).
+    rates: Mutex<HashMap<(String, String), Rate>>,
     origin: Instant,
     network: Mutex<Network>,
     tracker: Mutex<Tracker>,
@@ -63,6 +111,75 @@ pub(crate) struct Brain {
     /// tries another one even though the ranking may have changed in between.
     tried: Mutex<HashMap<Sid, Vec<String>>>,
 }
+
+/// A carrier for one attempt.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Pick {
+    pub carrier: String,
+    /// Why: its rank and health (or route order), and carriers skipped at their rate.
+    pub reason: String,
+    /// How long to wait before submitting (zero unless every carrier is at its rate).
+    pub wait: Duration,
+}
+
+impl Pick {
+    fn now(carrier: &str, mut reason: String, full: &[String]) -> Pick {
+        if !full.is_empty() {
+            reason.push_str(&format!("; {} at max_mps", full.join(", ")));
+        }
+        Pick {
+            carrier: carrier.to_owned(),
+            reason,
+            wait: Duration::ZERO,
+        }
+    }
+}
+
+/// A route's `max_mps` for one carrier: the generic cell rate algorithm (virtual
+/// scheduling) with a burst of one second's worth.
+#[derive(Debug, Clone, Copy)]
+struct Rate {
+    /// The theoretical time (ms) the next message is due.
+    next_ms: f64,
+}
+
+impl Rate {
+    /// Takes a slot now if the carrier is within its rate.
+    fn try_take(&mut self, mps: f64, now_ms: u64) -> bool {
+        let now = now_ms as f64;
+        let interval = 1000.0 / mps;
+        let start = self.next_ms.max(now);
+        // Up to one second of messages may run ahead of the steady rate.
+        if start - now > 1000.0 - interval {
+            return false;
+        }
+        self.next_ms = start + interval;
+        true
+    }
+
+    /// Reserves the next slot whatever the backlog; the milliseconds to wait for it.
+    fn reserve(&mut self, mps: f64, now_ms: u64) -> u64 {
+        let now = now_ms as f64;
+        let interval = 1000.0 / mps;
+        let start = self.next_ms.max(now);
+        self.next_ms = start + interval;
+        // The slot's start minus the burst allowance (which is already in use).
+        (start - now - (1000.0 - interval)).max(0.0).ceil() as u64
+    }
+}
+
+/// What [`NetworkConfig`] says about resends.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ResendSettings {
+    pub enabled: bool,
+    pub max_per_sec: f64,
+    pub max_carriers: u32,
+    pub undelivered_hold: Duration,
+}
+
+/// Overdue messages remembered per path for a resend, at most (the oldest are left to
+/// the receipt sweep's `query_sm`).
+const MAX_OVERDUE_PER_PATH: usize = 100_000;
 
 /// Messages whose failed carriers are remembered at once; beyond it the memory starts
 /// over (a retry may then repeat a carrier, which the ranking already avoids).
@@ -85,8 +202,23 @@ fn seed(sid: &Sid, attempt: u32) -> u64 {
 
 impl Brain {
     pub fn new(config: &NetworkConfig) -> Brain {
+        let resend = ResendSettings {
+            // Static routing has no judgement to resend on.
+            enabled: config.resend && config.learn,
+            max_per_sec: config.resend_max_per_sec.max(0.0),
+            max_carriers: config.resend_max_carriers.max(1),
+            undelivered_hold: Duration::from_millis(config.undelivered_hold_ms),
+        };
         Brain {
             learn: config.learn,
+            link_down_after: Duration::from_millis(config.link_down_after_ms),
+            resend,
+            rates: Mutex::new(HashMap::new()),
+            outbox: Mutex::new(Vec::new()),
+            budget: Mutex::new(Budget {
+                tokens: resend.max_per_sec * 5.0,
+                at_ms: 0,
+            }),
             origin: Instant::now(),
             network: Mutex::new(Network::new(config.health.clone())),
             tracker: Mutex::new(Tracker::default()),
@@ -98,38 +230,87 @@ impl Brain {
         u64::try_from(self.origin.elapsed().as_millis()).unwrap_or(u64::MAX)
     }
 
-    /// The carrier attempt number `attempt` of message `sid` should use. Learning: the
-    /// best-ranked carrier this message has not failed on yet (all failed: the best one).
-    /// Static: the route's list in order, one step per attempt.
-    pub fn pick(
-        &self,
-        prefix: &str,
-        carriers: &[String],
-        sid: &Sid,
-        attempt: u32,
-    ) -> Option<String> {
-        if !self.learn || carriers.len() < 2 {
-            let i = attempt as usize % carriers.len().max(1);
-            return carriers.get(i).cloned();
-        }
-        let candidates: Vec<Candidate> = carriers
-            .iter()
-            .map(|c| Candidate {
-                carrier: c.clone(),
-                weight: 1,
-                cost_micros: 0,
-                max_share: None,
-            })
+    /// The carrier attempt number `attempt` of message `sid` should use on `route`, why,
+    /// and how long to wait first (only when every carrier is at its `max_mps`).
+    /// Learning: the route's candidates ranked by the network (quality, then cost, weight
+    /// and listed order, within `max_share`), carriers this message failed on last.
+    /// Static: the listed order, starting one step further per attempt. Carriers in
+    /// `exclude` are never picked; one at its `max_mps` spills to the next.
+    pub fn pick(&self, route: &Route, sid: &Sid, attempt: u32, exclude: &[String]) -> Option<Pick> {
+        let candidates: Vec<Candidate> = route
+            .candidates()
+            .into_iter()
+            .filter(|c| !exclude.contains(&c.carrier))
             .collect();
+        if candidates.is_empty() {
+            return None;
+        }
         let now = self.now_ms();
-        let ranked = lock(&self.network).rank(&candidates, prefix, seed(sid, 0), now);
-        let tried = lock(&self.tried);
-        let failed = tried.get(sid).map(Vec::as_slice).unwrap_or_default();
-        ranked
-            .iter()
-            .find(|c| !failed.contains(c))
-            .or(ranked.first())
-            .cloned()
+        let (order, health): (Vec<String>, Option<Vec<Health>>) =
+            if !self.learn || candidates.len() < 2 {
+                let n = candidates.len();
+                let start = attempt as usize % n;
+                let order = (0..n)
+                    .filter_map(|i| candidates.get((start + i) % n))
+                    .map(|c| c.carrier.clone())
+                    .collect();
+                (order, None)
+            } else {
+                let network = lock(&self.network);
+                let mut ranked = network.rank(&candidates, route.key(), seed(sid, 0), now);
+                // Carriers that already failed this message go last.
+                let tried = lock(&self.tried);
+                if let Some(failed) = tried.get(sid) {
+                    ranked.sort_by_key(|c| failed.contains(c));
+                }
+                let health = ranked
+                    .iter()
+                    .map(|c| network.health(&PathKey::new(c.as_str(), route.key())))
+                    .collect();
+                (ranked, Some(health))
+            };
+        let describe = |i: usize| match &health {
+            Some(h) => format!(
+                "ranked {} of {} ({})",
+                i + 1,
+                order.len(),
+                h.get(i).copied().unwrap_or(Health::Healthy)
+            ),
+            None => format!("route order {} of {}", i + 1, order.len()),
+        };
+        let mut rates = lock(&self.rates);
+        let mut full = Vec::new();
+        for (i, c) in order.iter().enumerate() {
+            let Some(&mps) = route.max_mps.get(c) else {
+                return Some(Pick::now(c, describe(i), &full));
+            };
+            let rate = rates
+                .entry((route.key().to_owned(), c.clone()))
+                .or_insert(Rate { next_ms: 0.0 });
+            if rate.try_take(mps, now) {
+                return Some(Pick::now(c, describe(i), &full));
+            }
+            full.push(c.clone());
+        }
+        // Every carrier is at its rate: the one free soonest, after a wait.
+        let (i, c) = order.iter().enumerate().min_by(|(_, a), (_, b)| {
+            let at = |c: &String| {
+                rates
+                    .get(&(route.key().to_owned(), c.clone()))
+                    .map_or(0.0, |r| r.next_ms)
+            };
+            at(a).total_cmp(&at(b))
+        })?;
+        let mps = route.max_mps.get(c).copied().unwrap_or(f64::MAX);
+        let rate = rates
+            .entry((route.key().to_owned(), c.clone()))
+            .or_insert(Rate { next_ms: 0.0 });
+        let wait_ms = rate.reserve(mps, now);
+        Some(Pick {
+            carrier: c.clone(),
+            reason: format!("{}; every carrier at its max_mps", describe(i)),
+            wait: Duration::from_millis(wait_ms),
+        })
     }
 
     /// `carrier` could not take message `sid` (it will be retried elsewhere).
@@ -155,7 +336,7 @@ impl Brain {
     pub fn observe(&self, key: &PathKey, signal: Signal) {
         let now = self.now_ms();
         let transitions = lock(&self.network).observe(key, signal, now);
-        report(&transitions);
+        self.report(&transitions);
     }
 
     /// A message was taken by a carrier: its receipt is now expected by a deadline.
@@ -169,33 +350,46 @@ impl Brain {
         {
             t.by_sid.remove(&oldest.1);
         }
-        if let Some(old) = t.by_sid.insert(
+        let old = t.by_sid.insert(
             sid,
             Awaiting {
                 key,
                 deadline_ms,
                 sent_ms: now,
                 overdue: false,
+                previous: None,
             },
-        ) {
+        );
+        if let Some(old) = old {
             t.deadlines.remove(&(old.deadline_ms, sid));
+            // A resend: the replaced attempt's receipt may still come.
+            if let Some(a) = t.by_sid.get_mut(&sid) {
+                a.previous = Some((old.key, old.overdue));
+            }
         }
         t.deadlines.insert((deadline_ms, sid));
     }
 
-    /// A receipt arrived for `sid` (sent on `key` when not tracked, e.g. after a restart).
+    /// A receipt arrived for `sid` on `key` (`latency_ms` is used when the message is not
+    /// tracked, e.g. after a restart).
     pub fn receipt(&self, sid: Sid, key: PathKey, delivered: bool, latency_ms: u64) {
-        let awaited = {
+        let (key, late, latency_ms) = {
             let mut t = lock(&self.tracker);
-            let a = t.by_sid.remove(&sid);
-            if let Some(a) = &a {
+            let current = t.by_sid.get(&sid).is_some_and(|a| a.key == key);
+            let awaited = if current { t.by_sid.remove(&sid) } else { None };
+            if let Some(a) = awaited {
                 t.deadlines.remove(&(a.deadline_ms, sid));
+                (a.key, a.overdue, self.now_ms().saturating_sub(a.sent_ms))
+            } else {
+                // The receipt of an attempt the message was resent from corrects that
+                // attempt's overdue report, if there was one.
+                let late = t
+                    .by_sid
+                    .get_mut(&sid)
+                    .and_then(|a| a.previous.take_if(|(k, _)| *k == key))
+                    .is_some_and(|(_, overdue)| overdue);
+                (key, late, latency_ms)
             }
-            a
-        };
-        let (key, late, latency_ms) = match awaited {
-            Some(a) => (a.key, a.overdue, self.now_ms().saturating_sub(a.sent_ms)),
-            None => (key, false, latency_ms),
         };
         self.observe(
             &key,
@@ -207,8 +401,36 @@ impl Brain {
         );
     }
 
-    /// Time-driven moves and overdue receipts; called every ~100 ms.
-    pub fn tick(&self) {
+    /// Whether a resend may be considered at all (`[network] resend`, learning on).
+    pub fn resend_settings(&self) -> ResendSettings {
+        self.resend
+    }
+
+    /// Whether the network judges `key` failing now (anything but Healthy).
+    pub fn judged_failing(&self, key: &PathKey) -> bool {
+        lock(&self.network).health(key) != Health::Healthy
+    }
+
+    /// Takes one resend from the budget; `false` when it is spent.
+    pub fn take_resend(&self) -> bool {
+        let now = self.now_ms();
+        let mut b = lock(&self.budget);
+        let rate = self.resend.max_per_sec;
+        let elapsed_s = now.saturating_sub(b.at_ms) as f64 / 1000.0;
+        b.tokens = (b.tokens + elapsed_s * rate).min(rate * 5.0);
+        b.at_ms = now;
+        if b.tokens >= 1.0 {
+            b.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Time-driven moves and overdue receipts; called every ~100 ms. Returns the overdue
+    /// messages to resend: those on paths now Down, as far as the budget allows (the rest
+    /// wait for the next tick).
+    pub fn tick(&self) -> Vec<ResendCandidate> {
         let now = self.now_ms();
         let overdue: Vec<PathKey> = {
             let mut t = lock(&self.tracker);
@@ -221,6 +443,14 @@ impl Brain {
                 if let Some(a) = t.by_sid.get_mut(&sid) {
                     a.overdue = true;
                     keys.push(a.key.clone());
+                    if self.resend.enabled {
+                        let key = a.key.clone();
+                        let q = t.overdue.entry(key).or_default();
+                        if q.len() >= MAX_OVERDUE_PER_PATH {
+                            q.pop_front();
+                        }
+                        q.push_back(sid);
+                    }
                 }
             }
             // Entries already overdue wait for a late receipt; forget those that never come.
@@ -238,8 +468,132 @@ impl Brain {
             transitions.extend(network.observe(&key, Signal::ReceiptOverdue, now));
         }
         transitions.extend(network.tick(now));
+        let down: Vec<PathKey> = {
+            let t = lock(&self.tracker);
+            t.overdue
+                .keys()
+                // A carrier without a connection cannot send the receipts of what it
+                // took (it holds them): those messages were most likely delivered, and
+                // a resend would reach the handset twice. They wait for the link or for
+                // the receipt sweep's query instead.
+                .filter(|k| network.health(k) == Health::Down && network.link_is_up(&k.carrier))
+                .cloned()
+                .collect()
+        };
         drop(network);
-        report(&transitions);
+        self.report(&transitions);
+        self.resend_candidates(down)
+    }
+
+    /// Overdue messages still awaiting their receipt on the `down` paths, within budget.
+    fn resend_candidates(&self, down: Vec<PathKey>) -> Vec<ResendCandidate> {
+        let mut out = Vec::new();
+        let mut t = lock(&self.tracker);
+        for key in down {
+            loop {
+                let Some(&sid) = t.overdue.get(&key).and_then(VecDeque::front) else {
+                    t.overdue.remove(&key);
+                    break;
+                };
+                // Still awaited on this path (no receipt, not resent meanwhile)?
+                let waiting = t
+                    .by_sid
+                    .get(&sid)
+                    .is_some_and(|a| a.key == key && a.overdue);
+                if waiting && !self.take_resend() {
+                    return out;
+                }
+                if let Some(q) = t.overdue.get_mut(&key) {
+                    q.pop_front();
+                }
+                if waiting {
+                    out.push(ResendCandidate {
+                        sid,
+                        key: key.clone(),
+                    });
+                }
+            }
+        }
+        out
+    }
+
+    /// Feeds a carrier's bound connections to the network as `LinkDown`/`LinkUp`, until
+    /// the carrier is gone: down once none could transmit for `link_down_after` (a blip
+    /// of a reconnect is not an outage), up as soon as one can.
+    pub async fn watch_link(&self, carrier: &str, mut transmitting: watch::Receiver<usize>) {
+        const STARTUP_GRACE: Duration = Duration::from_secs(5);
+        // A carrier not yet bound at start is given time to bind.
+        let mut grace = if *transmitting.borrow() > 0 {
+            self.link_down_after
+        } else {
+            self.link_down_after.max(STARTUP_GRACE)
+        };
+        loop {
+            // Up (presumed so at start): wait for the last connection to go, then wait
+            // out a reconnect before calling it down.
+            if transmitting
+                .wait_for(|n| *n == 0)
+                .await
+                .map(|_| ())
+                .is_err()
+            {
+                return;
+            }
+            let back = tokio::time::timeout(grace, async {
+                transmitting.wait_for(|n| *n > 0).await.map(|_| ())
+            })
+            .await;
+            grace = self.link_down_after;
+            match back {
+                Ok(Ok(_)) => continue,
+                Ok(Err(_)) => return,
+                Err(_) => self.link(carrier, false),
+            }
+            if transmitting.wait_for(|n| *n > 0).await.map(|_| ()).is_err() {
+                return;
+            }
+            self.link(carrier, true);
+        }
+    }
+
+    fn link(&self, carrier: &str, up: bool) {
+        info!(carrier, up, "carrier link changed");
+        metrics::gauge!("tern_carrier_link_up", "carrier" => carrier.to_owned()).set(if up {
+            1.0
+        } else {
+            0.0
+        });
+        let now = self.now_ms();
+        let transitions = lock(&self.network).link(carrier, up, now);
+        self.push_event(
+            "network.link",
+            serde_json::json!({ "carrier": carrier, "up": up }),
+        );
+        self.report(&transitions);
+    }
+
+    /// Logs, measures and queues as events the health changes of paths.
+    fn report(&self, transitions: &[Transition]) {
+        report(transitions);
+        for t in transitions {
+            match serde_json::to_value(t) {
+                Ok(v) => self.push_event("network.path", v),
+                Err(e) => tracing::warn!(error = %e, "cannot encode a path transition"),
+            }
+        }
+    }
+
+    fn push_event(&self, kind: &'static str, data: serde_json::Value) {
+        let mut outbox = lock(&self.outbox);
+        // Bounded: the engine drains it every 100 ms; a flood beyond this is dropped.
+        if outbox.len() < 10_000 {
+            outbox.push((kind, data));
+        }
+    }
+
+    /// The events (kind, fields) since the last call.
+    pub fn take_events(&self) -> Vec<(&'static str, serde_json::Value)> {
+        std::mem::take(&mut *lock(&self.outbox))
     }
 
     pub fn snapshot(&self) -> Vec<PathView> {

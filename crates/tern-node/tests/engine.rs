@@ -327,10 +327,10 @@ async fn a_refusing_carrier_is_routed_around_and_marked_down() {
     let a: Arc<dyn Carrier> = Arc::new(SimCarrier::new("a", refusing, tx.clone()));
     let b: Arc<dyn Carrier> = Arc::new(SimCarrier::new("b", healthy, tx));
     let mut config = Config::default();
-    config.routes.push(tern_node::config::RouteConfig {
-        prefix: "+".into(),
-        carriers: vec!["a".into(), "b".into()],
-    });
+    config.routes.push(tern_node::config::RouteConfig::new(
+        "+",
+        vec!["a".into(), "b".into()],
+    ));
     let engine = Engine::new(store.clone(), queue, vec![a, b], config).unwrap();
     engine.start(rx).await.unwrap();
     let mut sids = Vec::new();

@@ -38,6 +38,11 @@ impl Carrier for Queried {
             done_date: None,
         })
     }
+
+    /// No connections to watch: the query is all this test needs.
+    fn transmitting(&self) -> Option<tokio::sync::watch::Receiver<usize>> {
+        None
+    }
 }
 
 async fn engine(path: &std::path::Path, name: &str) -> (Arc<Engine>, Arc<Queried>) {

@@ -67,11 +67,141 @@ pub async fn run_all(store: Arc<dyn Store>) {
     listing_pages_newest_first_with_filters(&*store).await;
     opt_outs_toggle(&*store).await;
     services_pool_and_round_robin(&*store).await;
+    sticky_senders_are_per_service_and_recipient_and_agree_under_concurrency(&store).await;
     smpp_credentials_are_unique_per_system_id_and_scoped_to_their_account(&*store).await;
     feedback_is_one_outcome_per_message_and_reports_what_it_replaced(&*store).await;
     a_lease_has_one_holder_until_it_runs_out_or_is_released(&*store).await;
     contending_holders_get_a_lease_once(&store).await;
     leases_are_listed_by_literal_prefix(&*store).await;
+    route_attempts_are_kept_in_order_and_resends_are_compare_and_set(&*store).await;
+}
+
+fn attempt(
+    m: Sid,
+    carrier: &str,
+    at: i64,
+    result: AttemptResult,
+    id: Option<&str>,
+) -> RouteAttempt {
+    RouteAttempt {
+        message_sid: m,
+        carrier: carrier.into(),
+        prefix: "+44".into(),
+        at,
+        result,
+        carrier_message_id: id.map(str::to_owned),
+        error_code: (result == AttemptResult::Refused).then_some(30_007),
+        reason: format!("{carrier} ranked first"),
+    }
+}
+
+async fn route_attempts_are_kept_in_order_and_resends_are_compare_and_set(s: &dyn Store) {
+    let a = account(None);
+    s.create_account(a.clone()).await.unwrap();
+    let m = message(a.sid, 10, "+447911000001");
+    s.insert_message(m.clone(), Vec::new()).await.unwrap();
+    let refused = attempt(m.sid, "a", 11, AttemptResult::Refused, None);
+    let later = attempt(m.sid, "b", 12, AttemptResult::Retryable, None);
+    s.add_route_attempts(vec![refused.clone(), later.clone()])
+        .await
+        .unwrap();
+    s.add_route_attempts(Vec::new()).await.unwrap();
+    s.transition(Transition::new(
+        m.sid,
+        MessageStatus::Queued,
+        MessageStatus::Sending,
+        13,
+    ))
+    .await
+    .unwrap();
+    // The accepted attempt is written with the transition, and only if it holds.
+    let accepted = attempt(m.sid, "b", 14, AttemptResult::Accepted, Some("b-1"));
+    let mut sent = Transition::new(m.sid, MessageStatus::Sending, MessageStatus::Sent, 14);
+    sent.carrier = Some(("b".into(), "b-1".into()));
+    sent.attempts = vec![accepted.clone()];
+    s.transition(sent.clone()).await.unwrap();
+    assert!(s.transition(sent).await.is_err());
+    assert_eq!(
+        s.route_attempts(m.sid).await.unwrap(),
+        vec![refused.clone(), later.clone(), accepted.clone()]
+    );
+
+    // A resend moves the message to another carrier only from the attempt it names.
+    let resent = attempt(m.sid, "b", 20, AttemptResult::Resent, Some("b-1"));
+    let again = attempt(m.sid, "c", 20, AttemptResult::Accepted, Some("c-1"));
+    let ok = s
+        .resend_message(
+            m.sid,
+            ("b".into(), "b-1".into()),
+            ("c".into(), "c-1".into()),
+            20,
+            vec![resent.clone(), again.clone()],
+        )
+        .await
+        .unwrap();
+    assert!(ok);
+    let stale = s
+        .resend_message(
+            m.sid,
+            ("b".into(), "b-1".into()),
+            ("d".into(), "d-1".into()),
+            21,
+            vec![attempt(
+                m.sid,
+                "d",
+                21,
+                AttemptResult::Accepted,
+                Some("d-1"),
+            )],
+        )
+        .await
+        .unwrap();
+    assert!(
+        !stale,
+        "a resend from an attempt no longer current changes nothing"
+    );
+    let got = s.message(m.sid).await.unwrap().unwrap();
+    assert_eq!(
+        (
+            got.status,
+            got.carrier.as_deref(),
+            got.carrier_message_id.as_deref()
+        ),
+        (MessageStatus::Sent, Some("c"), Some("c-1"))
+    );
+    assert_eq!(got.updated, 20);
+    assert_eq!(
+        s.route_attempts(m.sid).await.unwrap(),
+        vec![refused, later, accepted, resent, again]
+    );
+    // Receipts find the message by the current attempt and by the one it was resent from.
+    for id in [("c", "c-1"), ("b", "b-1")] {
+        let found = s.message_by_carrier_id(id.0, id.1).await.unwrap().unwrap();
+        assert_eq!(found.sid, m.sid);
+    }
+    assert!(s.message_by_carrier_id("d", "d-1").await.unwrap().is_none());
+    // Once final, a message cannot be resent.
+    s.transition(Transition::new(
+        m.sid,
+        MessageStatus::Sent,
+        MessageStatus::Delivered,
+        30,
+    ))
+    .await
+    .unwrap();
+    let after = s
+        .resend_message(
+            m.sid,
+            ("c".into(), "c-1".into()),
+            ("d".into(), "d-1".into()),
+            31,
+            Vec::new(),
+        )
+        .await
+        .unwrap();
+    assert!(!after);
+    assert!(s.delete_message(m.sid).await.unwrap());
+    assert!(s.route_attempts(m.sid).await.unwrap().is_empty());
 }
 
 async fn accounts_and_subaccounts(s: &dyn Store) {
@@ -168,7 +298,26 @@ async fn message_and_first_job_commit_together(s: &dyn Store) {
     assert_eq!(s.pending_jobs().await.unwrap().len(), before);
     let retried = s.retry_job(jobs[0].id, 99).await.unwrap().unwrap();
     assert_eq!((retried.attempts, retried.run_at), (1, 99));
+    // Deferring is waiting, not failing: the attempts stay, the payload is replaced.
+    let deferred = s
+        .defer_job(jobs[0].id, 500, "{\"slot\":500}".into())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (
+            deferred.attempts,
+            deferred.run_at,
+            deferred.payload.as_str()
+        ),
+        (1, 500, "{\"slot\":500}")
+    );
+    assert!(s.pending_jobs().await.unwrap().contains(&deferred));
     s.complete_jobs(vec![jobs[0].id]).await.unwrap();
+    assert_eq!(
+        s.defer_job(jobs[0].id, 600, String::new()).await.unwrap(),
+        None
+    );
     assert!(
         !s.pending_jobs()
             .await
@@ -347,6 +496,97 @@ async fn services_pool_and_round_robin(s: &dyn Store) {
     assert!(s.number_service(n.sid).await.unwrap().is_none());
     assert!(s.delete_service(svc.sid).await.unwrap());
     assert!(s.service(svc.sid).await.unwrap().is_none());
+}
+
+async fn sticky_senders_are_per_service_and_recipient_and_agree_under_concurrency(
+    store: &Arc<dyn Store>,
+) {
+    let s = &**store;
+    let a = account(None);
+    s.create_account(a.clone()).await.unwrap();
+    let service = || MessagingService {
+        sid: Sid::generate(SidPrefix::MessagingService),
+        account_sid: a.sid,
+        config: ServiceConfig::default(),
+        created: 1,
+        updated: 1,
+    };
+    let (svc, other) = (service(), service());
+    s.create_service(svc.clone()).await.unwrap();
+    s.create_service(other.clone()).await.unwrap();
+    let (alice, bob) = ("+14155550001", "+14155550002");
+    let (n1, n2, n3) = ("+14155550101", "+14155550102", "+14155550103");
+
+    assert_eq!(s.sticky_sender(svc.sid, alice).await.unwrap(), None);
+    assert_eq!(
+        s.stick_sender(svc.sid, alice, n1, None, 1).await.unwrap(),
+        n1
+    );
+    // A first send that lost a race keeps the winner's sender, and so does replacing a
+    // sender that is not the one stuck.
+    assert_eq!(
+        s.stick_sender(svc.sid, alice, n2, None, 2).await.unwrap(),
+        n1
+    );
+    assert_eq!(
+        s.stick_sender(svc.sid, alice, n2, Some(n3), 2)
+            .await
+            .unwrap(),
+        n1
+    );
+    assert_eq!(
+        s.sticky_sender(svc.sid, alice).await.unwrap().as_deref(),
+        Some(n1)
+    );
+    // One mapping per service and recipient.
+    assert_eq!(s.sticky_sender(svc.sid, bob).await.unwrap(), None);
+    assert_eq!(s.sticky_sender(other.sid, alice).await.unwrap(), None);
+    assert_eq!(
+        s.stick_sender(other.sid, alice, n3, None, 3).await.unwrap(),
+        n3
+    );
+    // A sender that left the pool is replaced when the caller names it.
+    assert_eq!(
+        s.stick_sender(svc.sid, alice, n2, Some(n1), 4)
+            .await
+            .unwrap(),
+        n2
+    );
+    assert_eq!(
+        s.sticky_sender(svc.sid, alice).await.unwrap().as_deref(),
+        Some(n2)
+    );
+
+    // First sends racing for one recipient all get the same answer.
+    let racers: Vec<_> = (0..8)
+        .map(|i| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                store
+                    .stick_sender(svc.sid, bob, &format!("+1415555020{i}"), None, 5)
+                    .await
+                    .unwrap()
+            })
+        })
+        .collect();
+    let mut answers = Vec::new();
+    for r in racers {
+        answers.push(r.await.unwrap());
+    }
+    let stuck = s.sticky_sender(svc.sid, bob).await.unwrap().unwrap();
+    assert!(
+        answers.iter().all(|x| *x == stuck),
+        "{answers:?} vs {stuck}"
+    );
+
+    // Deleting the service deletes its mappings, and only its own.
+    assert!(s.delete_service(svc.sid).await.unwrap());
+    assert_eq!(s.sticky_sender(svc.sid, alice).await.unwrap(), None);
+    assert_eq!(s.sticky_sender(svc.sid, bob).await.unwrap(), None);
+    assert_eq!(
+        s.sticky_sender(other.sid, alice).await.unwrap().as_deref(),
+        Some(n3)
+    );
 }
 
 async fn smpp_credentials_are_unique_per_system_id_and_scoped_to_their_account(s: &dyn Store) {

@@ -97,6 +97,21 @@ pub trait Store: Send + Sync + 'static {
     async fn number_service(&self, number: Sid) -> Result<Option<MessagingService>>;
     /// Increments and returns the service's round-robin counter.
     async fn next_sender_counter(&self, service: Sid) -> Result<u64>;
+    /// The sender the service stuck to recipient `to` (sticky sender), if any. It may have
+    /// left the pool since; the caller checks.
+    async fn sticky_sender(&self, service: Sid, to: &str) -> Result<Option<String>>;
+    /// Sticks `sender` to the service's recipient `to` if nothing is stuck there yet or
+    /// `replacing` is (a sender that left the pool), and returns the sender stuck afterwards:
+    /// another one when a concurrent first send got there first, so that every message to
+    /// a recipient agrees. Deleting the service deletes its mappings.
+    async fn stick_sender(
+        &self,
+        service: Sid,
+        to: &str,
+        sender: &str,
+        replacing: Option<&str>,
+        at: i64,
+    ) -> Result<String>;
 
     // SMPP credentials (a Tern extension: the logins of Tern's own SMPP server)
     /// Stores a new credential. `system_id` is unique across the whole store (a bind names
@@ -115,12 +130,29 @@ pub trait Store: Send + Sync + 'static {
     /// Writes a new message and its first jobs in one transaction.
     async fn insert_message(&self, message: Message, jobs: Vec<NewJob>) -> Result<Vec<Job>>;
     async fn message(&self, sid: Sid) -> Result<Option<Message>>;
+    /// The message a carrier's id names: the carrier's current one, or one of an earlier
+    /// accepted attempt it was resent from (compare `Message::carrier_message_id`).
     async fn message_by_carrier_id(&self, carrier: &str, id: &str) -> Result<Option<Message>>;
     async fn messages(&self, account: Sid, query: MessageQuery) -> Result<Page<Message>>;
     /// Applies a status change if the message is still in `expected` status.
     async fn transition(&self, t: Transition) -> Result<Vec<Job>>;
     /// Applies many transitions in one call; each succeeds or fails on its own.
     async fn transitions(&self, ts: Vec<Transition>) -> Result<Vec<Result<Vec<Job>>>>;
+    /// Moves a `sent` message from the carrier attempt `from` (carrier, carrier's id) to
+    /// `to`, recording `attempts`; `false` (and nothing written) unless the message is still
+    /// `sent` on `from` — a receipt or another resend came first.
+    async fn resend_message(
+        &self,
+        sid: Sid,
+        from: (String, String),
+        to: (String, String),
+        at: i64,
+        attempts: Vec<RouteAttempt>,
+    ) -> Result<bool>;
+    /// Appends route attempts that change nothing else (a retry scheduled for later).
+    async fn add_route_attempts(&self, attempts: Vec<RouteAttempt>) -> Result<()>;
+    /// The message's route attempts, oldest first. Deleting the message deletes them.
+    async fn route_attempts(&self, message: Sid) -> Result<Vec<RouteAttempt>>;
     async fn redact_message(&self, sid: Sid, at: i64) -> Result<Option<Message>>;
     async fn delete_message(&self, sid: Sid) -> Result<bool>;
     /// Messages in one of `statuses` last changed before `updated_before`, oldest first.
@@ -179,6 +211,9 @@ pub trait Store: Send + Sync + 'static {
     async fn complete_jobs(&self, ids: Vec<i64>) -> Result<()>;
     /// Records a failed attempt and the time of the next one.
     async fn retry_job(&self, id: i64, run_at: i64) -> Result<Option<Job>>;
+    /// Moves a job to `run_at` with a new `payload` without counting an attempt: the job
+    /// waits its turn rather than having failed. `None` if the job is gone.
+    async fn defer_job(&self, id: i64, run_at: i64, payload: String) -> Result<Option<Job>>;
     /// Creates jobs outside a transition (webhooks for inbound messages…).
     async fn insert_jobs(&self, jobs: Vec<NewJob>) -> Result<Vec<Job>>;
 }

@@ -137,6 +137,9 @@ pub struct ServiceConfig {
     pub inbound_method: Option<String>,
     pub fallback_url: Option<String>,
     pub validity_period: Option<u32>,
+    /// Whether a recipient keeps getting messages from the same sender of the pool
+    /// (Twilio's `StickySender`); `None` is Twilio's default, on.
+    pub sticky_sender: Option<bool>,
 }
 
 impl ServiceConfig {
@@ -150,8 +153,14 @@ impl ServiceConfig {
             inbound_request_url,
             inbound_method,
             fallback_url,
-            validity_period
+            validity_period,
+            sticky_sender
         );
+    }
+
+    /// Whether sticky sender is on, Twilio's default when never set.
+    pub fn sticky(&self) -> bool {
+        self.sticky_sender.unwrap_or(true)
     }
 }
 
@@ -261,6 +270,62 @@ impl FeedbackOutcome {
     }
 }
 
+/// What came of one try of a carrier for an outbound message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AttemptResult {
+    /// The carrier took the message (its id is the attempt's `carrier_message_id`).
+    Accepted,
+    /// The carrier refused it for good; another carrier of the route may be tried.
+    Refused,
+    /// It could not be handed over now (throttled, no bind, timeout); tried again later.
+    Retryable,
+    /// The message was taken back from this accepted attempt and sent again elsewhere
+    /// (its receipt was overdue on a failing carrier, or it came back undelivered).
+    Resent,
+}
+
+impl AttemptResult {
+    pub const ALL: [AttemptResult; 4] = [
+        AttemptResult::Accepted,
+        AttemptResult::Refused,
+        AttemptResult::Retryable,
+        AttemptResult::Resent,
+    ];
+
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            AttemptResult::Accepted => "accepted",
+            AttemptResult::Refused => "refused",
+            AttemptResult::Retryable => "retryable",
+            AttemptResult::Resent => "resent",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<AttemptResult> {
+        AttemptResult::ALL.into_iter().find(|r| r.as_str() == s)
+    }
+}
+
+/// One routing decision about an outbound message: which carrier was tried on which route,
+/// when, what came of it and why. Appended, never changed: the message's route history.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct RouteAttempt {
+    pub message_sid: Sid,
+    pub carrier: String,
+    /// The route (prefix) the message was routed by.
+    pub prefix: String,
+    /// When (ms since the epoch).
+    pub at: i64,
+    pub result: AttemptResult,
+    /// The carrier's id for the message, when it took it.
+    pub carrier_message_id: Option<String>,
+    /// The Twilio error code that fits, when it refused it.
+    pub error_code: Option<u32>,
+    /// Why this carrier (its rank and health), or why it failed.
+    pub reason: String,
+}
+
 /// The feedback of one message (one per message; posting again replaces the outcome).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Feedback {
@@ -330,6 +395,8 @@ pub struct Transition {
     pub jobs: Vec<NewJob>,
     /// A job this change completes (deleted in the same transaction).
     pub done_job: Option<i64>,
+    /// Route attempts to record with the change.
+    pub attempts: Vec<RouteAttempt>,
 }
 
 impl Transition {
@@ -345,6 +412,7 @@ impl Transition {
             raw_dlr_done_date: None,
             jobs: Vec::new(),
             done_job: None,
+            attempts: Vec::new(),
         }
     }
 }

@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-use rlibphonenumber::{PhoneNumber, PhoneNumberFormat};
+use rlibphonenumber::{PHONE_NUMBER_UTIL, PhoneNumber, PhoneNumberFormat, Region};
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum PhoneError {
@@ -47,6 +47,18 @@ impl E164 {
     }
 }
 
+/// The calling code of a country (ISO 3166 alpha-2: `1` for `CA`, `44` for `GB`); `None`
+/// for a code the metadata does not know.
+pub fn calling_code(country: &str) -> Option<u32> {
+    // Uppercase only: it is compared with the codes the metadata gives numbers.
+    if country.len() != 2 || !country.bytes().all(|b| b.is_ascii_uppercase()) {
+        return None;
+    }
+    let region = Region::from_code(country).ok()?;
+    let code = PHONE_NUMBER_UTIL.get_country_code_for_region(region)?;
+    u32::try_from(code).ok().filter(|c| *c > 0)
+}
+
 impl fmt::Display for E164 {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
@@ -62,6 +74,30 @@ impl fmt::Debug for E164 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn countries_and_calling_codes_follow_the_metadata() {
+        for (n, want) in [
+            ("+442079460958", Some("GB")),
+            ("+447911123456", Some("GG")), // Guernsey mobiles share +44
+            ("+14165550123", Some("CA")),
+            ("+12465551234", Some("BB")),
+            ("+33612345678", Some("FR")),
+        ] {
+            assert_eq!(
+                E164::from_trusted(n.into()).country().as_deref(),
+                want,
+                "{n}"
+            );
+        }
+        assert_eq!(E164::from_trusted("+999".into()).country(), None);
+        assert_eq!(calling_code("GB"), Some(44));
+        assert_eq!(calling_code("CA"), Some(1));
+        assert_eq!(calling_code("IR"), Some(98));
+        for bad in ["ZZ", "gb", "GBR", ""] {
+            assert_eq!(calling_code(bad), None, "{bad:?}");
+        }
+    }
 
     #[test]
     fn accepts_valid_international_numbers() {

@@ -248,6 +248,7 @@ impl tern_api::OperatorView for OperatorView {
 /// finishes, carriers unbind.
 pub async fn run(
     config: Config,
+    config_path: Option<std::path::PathBuf>,
     backend: Backend,
     queue: Arc<dyn Queue>,
     listeners: Listeners,
@@ -262,6 +263,9 @@ pub async fn run(
     let engine =
         Engine::new(store.clone(), queue, carriers.as_dyn(), config).map_err(anyhow::Error::msg)?;
     engine.start(events_rx).await?;
+    if let Some(path) = config_path {
+        tokio::spawn(reload_routes_on_hangup(path, engine.clone()));
+    }
     let smpp_server = SmppServer::new(
         engine.clone(),
         ServerConfig {
@@ -301,6 +305,38 @@ pub async fn run(
     backend.close();
     tracing::info!("stopped");
     Ok(())
+}
+
+/// On SIGHUP, reads the config file again and swaps in its `[[route]]` table (checked
+/// whole first; a bad file keeps the table in force). Carriers and other settings take a
+/// restart.
+async fn reload_routes_on_hangup(path: std::path::PathBuf, engine: Arc<Engine>) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut hangup = match signal(SignalKind::hangup()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot watch SIGHUP: routes reload only on restart");
+            return;
+        }
+    };
+    while hangup.recv().await.is_some() {
+        let reloaded = load_config(Some(&path)).and_then(|c| {
+            engine
+                .set_routes(c.routes)
+                .map_err(|e| anyhow::anyhow!("{e}"))
+        });
+        match reloaded {
+            Ok(table) => tracing::info!(
+                routes = table.routes().len(),
+                file = %path.display(),
+                "SIGHUP: route table reloaded"
+            ),
+            Err(e) => tracing::warn!(
+                error = %format!("{e:#}"),
+                "SIGHUP: route table not reloaded; the one in force stays"
+            ),
+        }
+    }
 }
 
 pub async fn listen(addr: SocketAddr) -> anyhow::Result<tokio::net::TcpListener> {

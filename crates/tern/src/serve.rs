@@ -37,5 +37,13 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         http: listener,
         smpp,
     };
-    node::run(config, backend, queue, listeners, metrics).await
+    node::run(
+        config,
+        Some(args.config.clone()),
+        backend,
+        queue,
+        listeners,
+        metrics,
+    )
+    .await
 }

@@ -101,5 +101,13 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         http: listener,
         smpp,
     };
-    node::run(config, backend, queue, listeners, metrics).await
+    node::run(
+        config,
+        args.config.clone(),
+        backend,
+        queue,
+        listeners,
+        metrics,
+    )
+    .await
 }

@@ -103,6 +103,11 @@ impl Carrier for SimCarrier {
     async fn query(&self, carrier_message_id: &str, to: &str) -> Option<Receipt> {
         Some(self.receipt_for(carrier_message_id.to_string(), to))
     }
+
+    /// In memory: no connections, so no liveness floor.
+    fn transmitting(&self) -> Option<tokio::sync::watch::Receiver<usize>> {
+        None
+    }
 }
 
 #[cfg(test)]

@@ -569,6 +569,10 @@ impl Carrier for SmppCarrier {
             info_span!("smpp_query", carrier = %self.shared.settings.id, carrier_message_id, to);
         self.query_inner(carrier_message_id).instrument(span).await
     }
+
+    fn transmitting(&self) -> Option<watch::Receiver<usize>> {
+        Some(self.shared.transmitting.subscribe())
+    }
 }
 
 #[cfg(test)]

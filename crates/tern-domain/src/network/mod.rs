@@ -196,30 +196,9 @@ impl Network {
     pub fn observe(&mut self, key: &PathKey, signal: Signal, now_ms: u64) -> Vec<Transition> {
         let mut out = Vec::new();
         match signal {
-            Signal::LinkDown => {
-                self.links_down.insert(key.carrier.clone());
+            Signal::LinkDown | Signal::LinkUp => {
                 self.ensure(key, now_ms, &mut out);
-                let cfg = &self.cfg;
-                for path in self
-                    .paths
-                    .values_mut()
-                    .filter(|p| p.key.carrier == key.carrier)
-                {
-                    let reason = "link down: no bound connection".to_owned();
-                    out.extend(path.force_down(now_ms, reason, cfg));
-                }
-            }
-            Signal::LinkUp => {
-                self.links_down.remove(&key.carrier);
-                self.ensure(key, now_ms, &mut out);
-                let cfg = &self.cfg;
-                for path in self
-                    .paths
-                    .values_mut()
-                    .filter(|p| p.key.carrier == key.carrier)
-                {
-                    out.extend(path.evaluate(now_ms, cfg, true));
-                }
+                out.extend(self.link(&key.carrier, signal == Signal::LinkUp, now_ms));
             }
             _ => {
                 self.ensure(key, now_ms, &mut out);
@@ -231,6 +210,33 @@ impl Network {
             }
         }
         out
+    }
+
+    /// The carrier-wide liveness floor: `up == false` takes every path of `carrier` Down at
+    /// once (and any path it later gains starts Down); `up == true` lifts the floor, after
+    /// which paths recover through Probing as usual. Unlike [`Network::observe`] it needs
+    /// no prefix and creates no path (a carrier can lose its binds before any traffic).
+    pub fn link(&mut self, carrier: &str, up: bool, now_ms: u64) -> Vec<Transition> {
+        let changed = if up {
+            self.links_down.remove(carrier)
+        } else {
+            self.links_down.insert(carrier.to_owned())
+        };
+        if !changed {
+            return Vec::new();
+        }
+        let cfg = &self.cfg;
+        self.paths
+            .values_mut()
+            .filter(|p| p.key.carrier == carrier)
+            .filter_map(|path| {
+                if up {
+                    path.evaluate(now_ms, cfg, true)
+                } else {
+                    path.force_down(now_ms, "link down: no bound connection".to_owned(), cfg)
+                }
+            })
+            .collect()
     }
 
     /// Time-driven moves (Down → Probing after the dwell, probe stages that have served
@@ -310,6 +316,11 @@ impl Network {
             Some(p) => p.receipt_deadline_ms(&self.cfg),
             None => self.cfg.receipt_deadline_min_ms,
         }
+    }
+
+    /// Whether `carrier` has a connection (no `LinkDown` in force).
+    pub fn link_is_up(&self, carrier: &str) -> bool {
+        !self.links_down.contains(carrier)
     }
 
     /// Forgets a carrier the operator removed.

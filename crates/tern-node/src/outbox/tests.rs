@@ -4,7 +4,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use tern_bus::inproc::InProcessQueue;
-use tern_bus::{BusError, Job, JobKind, Queue};
+use tern_bus::{BusError, Event, Job, JobKind, Queue};
 use tern_store::sqlite::SqliteStore;
 use tern_store::{NewJob, Store, StoreError};
 use tern_types::{Sid, SidPrefix};
@@ -47,6 +47,14 @@ impl Queue for Flaky {
 
     fn take_dropped(&self) -> Vec<i64> {
         std::mem::take(&mut self.dropped.lock().unwrap())
+    }
+
+    fn emit(&self, event: Event) {
+        self.inner.emit(event);
+    }
+
+    fn events(&self) -> tokio::sync::broadcast::Receiver<Event> {
+        self.inner.events()
     }
 }
 

@@ -78,8 +78,8 @@ use tokio_postgres::types::{Json, ToSql};
 
 use crate::{
     Account, AccountStatus, ApiKey, Feedback, FeedbackOutcome, FeedbackSet, Lease, Message,
-    MessageQuery, MessagingService, NewJob, NumberConfig, Page, PhoneNumber, Result, ServiceConfig,
-    SmppCredential, Store, StoreError, Transition,
+    MessageQuery, MessagingService, NewJob, NumberConfig, Page, PhoneNumber, Result, RouteAttempt,
+    ServiceConfig, SmppCredential, Store, StoreError, Transition,
 };
 use rows::*;
 
@@ -88,7 +88,9 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0001_initial.sql"),
     include_str!("migrations/0002_smpp_credentials.sql"),
     include_str!("migrations/0003_message_feedback.sql"),
-    include_str!("migrations/0004_leases.sql"),
+    include_str!("migrations/0004_sticky_senders.sql"),
+    include_str!("migrations/0005_route_attempts.sql"),
+    include_str!("migrations/0006_leases.sql"),
 ];
 /// First key of the advisory lock taken while migrating ("tern" in ASCII).
 const MIGRATION_LOCK_CLASS: i32 = 0x7465_726e;
@@ -329,6 +331,67 @@ impl<'a> JobParams<'a> {
     }
 }
 
+/// A CTE that appends route attempts from arrays starting at parameter `$first` (see
+/// [`AttemptParams`]), if `guard` holds.
+fn attempt_cte(first: usize, guard: &str) -> String {
+    let p: Vec<usize> = (first..first + 8).collect();
+    format!(
+        "new_attempts AS (
+            INSERT INTO route_attempts ({ATTEMPT_COLS})
+            SELECT * FROM UNNEST(${}::text[], ${}::text[], ${}::text[], ${}::bigint[], ${}::text[],
+                ${}::text[], ${}::bigint[], ${}::text[])
+            WHERE {guard}
+        )",
+        p[0], p[1], p[2], p[3], p[4], p[5], p[6], p[7]
+    )
+}
+
+/// The columns of route attempts, as parameters of [`attempt_cte`].
+struct AttemptParams<'a> {
+    sids: Vec<&'a str>,
+    carriers: Vec<&'a str>,
+    prefixes: Vec<&'a str>,
+    ats: Vec<i64>,
+    results: Vec<&'static str>,
+    carrier_ids: Vec<Option<&'a str>>,
+    error_codes: Vec<Option<i64>>,
+    reasons: Vec<&'a str>,
+}
+
+impl<'a> AttemptParams<'a> {
+    fn new(attempts: &'a [RouteAttempt]) -> AttemptParams<'a> {
+        AttemptParams {
+            sids: attempts.iter().map(|a| a.message_sid.as_str()).collect(),
+            carriers: attempts.iter().map(|a| a.carrier.as_str()).collect(),
+            prefixes: attempts.iter().map(|a| a.prefix.as_str()).collect(),
+            ats: attempts.iter().map(|a| a.at).collect(),
+            results: attempts.iter().map(|a| a.result.as_str()).collect(),
+            carrier_ids: attempts
+                .iter()
+                .map(|a| a.carrier_message_id.as_deref())
+                .collect(),
+            error_codes: attempts
+                .iter()
+                .map(|a| a.error_code.map(i64::from))
+                .collect(),
+            reasons: attempts.iter().map(|a| a.reason.as_str()).collect(),
+        }
+    }
+
+    fn params(&self) -> [&(dyn ToSql + Sync); 8] {
+        [
+            &self.sids,
+            &self.carriers,
+            &self.prefixes,
+            &self.ats,
+            &self.results,
+            &self.carrier_ids,
+            &self.error_codes,
+            &self.reasons,
+        ]
+    }
+}
+
 /// The jobs with the ids a statement built with [`job_ctes`] returned for them.
 fn with_ids(jobs: Vec<NewJob>, ids: Vec<i64>) -> Result<Vec<Job>> {
     if ids.len() != jobs.len() {
@@ -394,24 +457,31 @@ async fn set_status<C: GenericClient>(c: &C, t: &Transition) -> Result<bool> {
         .map_or((None, None), |(c, i)| (Some(c.as_str()), Some(i.as_str())));
     let sent = matches!(t.to, MessageStatus::Sent | MessageStatus::Sending).then_some(t.at);
     let error_code = t.error_code.map(i64::from);
-    let changed = exec(
-        c,
-        &format!("WITH u AS ({SET_STATUS}), done AS ({DELETE_DONE}) {INSERT_EVENT}"),
-        &[
-            &t.sid.as_str(),
-            &t.to.as_str(),
-            &t.at,
-            &error_code,
-            &t.from,
-            &carrier,
-            &carrier_id,
-            &t.raw_dlr_done_date,
-            &sent,
-            &t.expected.as_str(),
-            &t.done_job,
-        ],
-    )
-    .await?;
+    let (sid, to, expected) = (t.sid.as_str(), t.to.as_str(), t.expected.as_str());
+    let mut params: Vec<&(dyn ToSql + Sync)> = vec![
+        &sid,
+        &to,
+        &t.at,
+        &error_code,
+        &t.from,
+        &carrier,
+        &carrier_id,
+        &t.raw_dlr_done_date,
+        &sent,
+        &expected,
+        &t.done_job,
+    ];
+    let attempts = AttemptParams::new(&t.attempts);
+    let sql = if t.attempts.is_empty() {
+        format!("WITH u AS ({SET_STATUS}), done AS ({DELETE_DONE}) {INSERT_EVENT}")
+    } else {
+        params.extend(attempts.params());
+        format!(
+            "WITH u AS ({SET_STATUS}), done AS ({DELETE_DONE}), {} {INSERT_EVENT}",
+            attempt_cte(12, "EXISTS (SELECT 1 FROM u)")
+        )
+    };
+    let changed = exec(c, &sql, &params).await?;
     Ok(changed > 0)
 }
 
@@ -451,16 +521,22 @@ async fn apply_transition<C: GenericClient>(c: &C, t: Transition) -> Result<Vec<
         .map_or((None, None), |(c, i)| (Some(c.as_str()), Some(i.as_str())));
     let sent = matches!(t.to, MessageStatus::Sent | MessageStatus::Sending).then_some(t.at);
     let error_code = t.error_code.map(i64::from);
+    let guard = "EXISTS (SELECT 1 FROM u)";
+    let attempts = if t.attempts.is_empty() {
+        String::new()
+    } else {
+        format!("{}, ", attempt_cte(16, guard))
+    };
     let sql = format!(
-        "WITH u AS ({SET_STATUS}), done AS ({DELETE_DONE}), ev AS ({INSERT_EVENT}), {}
+        "WITH u AS ({SET_STATUS}), done AS ({DELETE_DONE}), ev AS ({INSERT_EVENT}), {attempts}{}
         SELECT EXISTS (SELECT 1 FROM u), {JOB_IDS}",
-        job_ctes(12, "EXISTS (SELECT 1 FROM u)")
+        job_ctes(12, guard)
     );
     let jobs = JobParams::new(&t.jobs);
-    let [kinds, subjects, run_ats, payloads] = jobs.params();
-    let params: [&(dyn ToSql + Sync); 15] = [
-        &t.sid.as_str(),
-        &t.to.as_str(),
+    let (sid, to, expected) = (t.sid.as_str(), t.to.as_str(), t.expected.as_str());
+    let mut params: Vec<&(dyn ToSql + Sync)> = vec![
+        &sid,
+        &to,
         &t.at,
         &error_code,
         &t.from,
@@ -468,13 +544,14 @@ async fn apply_transition<C: GenericClient>(c: &C, t: Transition) -> Result<Vec<
         &carrier_id,
         &t.raw_dlr_done_date,
         &sent,
-        &t.expected.as_str(),
+        &expected,
         &t.done_job,
-        kinds,
-        subjects,
-        run_ats,
-        payloads,
     ];
+    params.extend(jobs.params());
+    let attempt_params = AttemptParams::new(&t.attempts);
+    if !t.attempts.is_empty() {
+        params.extend(attempt_params.params());
+    }
     let (changed, ids): (bool, Vec<i64>) = query_opt(c, &sql, &params, |r| {
         Ok((
             r.try_get(0).map_err(corrupt)?,
@@ -820,7 +897,8 @@ impl Store for PostgresStore {
         let c = self.client().await?;
         let deleted = exec(
             &c,
-            "WITH pool AS (DELETE FROM service_numbers WHERE service_sid = $1)
+            "WITH pool AS (DELETE FROM service_numbers WHERE service_sid = $1),
+                  sticky AS (DELETE FROM sticky_senders WHERE service_sid = $1)
              DELETE FROM messaging_services WHERE sid = $1",
             &[&sid.as_str()],
         )
@@ -894,6 +972,47 @@ impl Store for PostgresStore {
         .await?
         .ok_or(StoreError::NotFound)?;
         Ok(u64::try_from(before).unwrap_or(0))
+    }
+
+    async fn sticky_sender(&self, service: Sid, to: &str) -> Result<Option<String>> {
+        let c = self.client().await?;
+        query_opt(
+            &c,
+            "SELECT sender FROM sticky_senders WHERE service_sid = $1 AND handset = $2",
+            &[&service.as_str(), &to],
+            |r| r.try_get(0).map_err(corrupt),
+        )
+        .await
+    }
+
+    async fn stick_sender(
+        &self,
+        service: Sid,
+        to: &str,
+        sender: &str,
+        replacing: Option<&str>,
+        at: i64,
+    ) -> Result<String> {
+        // ON CONFLICT DO UPDATE locks and reads the newest row version even when a
+        // concurrent first send committed it after this statement's snapshot, so the
+        // answer is the sender every writer agrees on. The no-op update of the "keep"
+        // case makes RETURNING yield the row either way; `$5` NULL matches nothing.
+        let c = self.client().await?;
+        query_opt(
+            &c,
+            "INSERT INTO sticky_senders (service_sid, handset, sender, updated)
+             VALUES ($1, $2, $3, $4)
+             ON CONFLICT (service_sid, handset) DO UPDATE SET
+                 sender = CASE WHEN sticky_senders.sender = $5::text
+                     THEN EXCLUDED.sender ELSE sticky_senders.sender END,
+                 updated = CASE WHEN sticky_senders.sender = $5::text
+                     THEN EXCLUDED.updated ELSE sticky_senders.updated END
+             RETURNING sender",
+            &[&service.as_str(), &to, &sender, &at, &replacing],
+            |r| r.try_get(0).map_err(corrupt),
+        )
+        .await?
+        .ok_or_else(|| StoreError::Corrupt("an upsert returned no row".into()))
     }
 
     async fn create_smpp_credential(&self, cred: SmppCredential) -> Result<()> {
@@ -1035,7 +1154,7 @@ impl Store for PostgresStore {
 
     async fn message_by_carrier_id(&self, carrier: &str, id: &str) -> Result<Option<Message>> {
         let c = self.client().await?;
-        query_opt(
+        let current = query_opt(
             &c,
             &format!(
                 "SELECT {MESSAGE_COLS} FROM messages
@@ -1044,6 +1163,72 @@ impl Store for PostgresStore {
             ),
             &[&carrier, &id],
             message_row,
+        )
+        .await?;
+        if current.is_some() {
+            return Ok(current);
+        }
+        query_opt(
+            &c,
+            &format!(
+                "SELECT {MESSAGE_COLS} FROM messages WHERE sid = (
+                     SELECT message_sid FROM route_attempts
+                     WHERE carrier = $1 AND carrier_message_id = $2 AND result = 'accepted'
+                     ORDER BY id DESC LIMIT 1)"
+            ),
+            &[&carrier, &id],
+            message_row,
+        )
+        .await
+    }
+
+    async fn resend_message(
+        &self,
+        sid: Sid,
+        from: (String, String),
+        to: (String, String),
+        at: i64,
+        attempts: Vec<RouteAttempt>,
+    ) -> Result<bool> {
+        let c = self.client().await?;
+        // One statement: the attempts are written only if the compare-and-set holds.
+        let sql = format!(
+            "WITH u AS (
+                 UPDATE messages SET carrier = $4, carrier_message_id = $5, updated = $6
+                 WHERE sid = $1 AND status = 'sent' AND carrier = $2 AND carrier_message_id = $3
+                 RETURNING sid
+             ), {} SELECT EXISTS (SELECT 1 FROM u)",
+            attempt_cte(7, "EXISTS (SELECT 1 FROM u)")
+        );
+        let sid = sid.as_str();
+        let mut params: Vec<&(dyn ToSql + Sync)> = vec![&sid, &from.0, &from.1, &to.0, &to.1, &at];
+        let attempt_params = AttemptParams::new(&attempts);
+        params.extend(attempt_params.params());
+        query_opt(&c, &sql, &params, |r| r.try_get(0).map_err(corrupt))
+            .await
+            .map(|changed| changed.unwrap_or(false))
+    }
+
+    async fn add_route_attempts(&self, attempts: Vec<RouteAttempt>) -> Result<()> {
+        if attempts.is_empty() {
+            return Ok(());
+        }
+        let c = self.client().await?;
+        let sql = format!("WITH {} SELECT 1", attempt_cte(1, "TRUE"));
+        let p = AttemptParams::new(&attempts);
+        exec(&c, &sql, &p.params()).await?;
+        Ok(())
+    }
+
+    async fn route_attempts(&self, message: Sid) -> Result<Vec<RouteAttempt>> {
+        let c = self.client().await?;
+        query_all(
+            &c,
+            &format!(
+                "SELECT {ATTEMPT_COLS} FROM route_attempts WHERE message_sid = $1 ORDER BY id"
+            ),
+            &[&message.as_str()],
+            attempt_row,
         )
         .await
     }
@@ -1101,7 +1286,8 @@ impl Store for PostgresStore {
         let deleted = exec(
             &c,
             "WITH events AS (DELETE FROM message_events WHERE message_sid = $1),
-                 feedback AS (DELETE FROM message_feedback WHERE message_sid = $1)
+                 feedback AS (DELETE FROM message_feedback WHERE message_sid = $1),
+                 attempts AS (DELETE FROM route_attempts WHERE message_sid = $1)
              DELETE FROM messages WHERE sid = $1",
             &[&sid.as_str()],
         )
@@ -1301,6 +1487,19 @@ impl Store for PostgresStore {
                  RETURNING {JOB_COLS}"
             ),
             &[&id, &run_at],
+            job_row,
+        )
+        .await
+    }
+
+    async fn defer_job(&self, id: i64, run_at: i64, payload: String) -> Result<Option<Job>> {
+        let c = self.client().await?;
+        query_opt(
+            &c,
+            &format!(
+                "UPDATE jobs SET run_at = $2, payload = $3 WHERE id = $1 RETURNING {JOB_COLS}"
+            ),
+            &[&id, &run_at, &payload],
             job_row,
         )
         .await

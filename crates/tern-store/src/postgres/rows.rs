@@ -8,8 +8,8 @@ use tokio_postgres::types::{FromSql, Json, ToSql};
 
 use super::map_pg;
 use crate::{
-    Account, AccountStatus, ApiKey, Feedback, FeedbackOutcome, Lease, Message, MessagingService,
-    PhoneNumber, Result, SmppCredential, StoreError,
+    Account, AccountStatus, ApiKey, AttemptResult, Feedback, FeedbackOutcome, Lease, Message,
+    MessagingService, PhoneNumber, Result, RouteAttempt, SmppCredential, StoreError,
 };
 
 pub const ACCOUNT_COLS: &str =
@@ -20,6 +20,8 @@ pub const SERVICE_COLS: &str = "sid, account_sid, config, created, updated";
 pub const SMPP_COLS: &str = "sid, account_sid, system_id, password_hash, friendly_name, created";
 pub const FEEDBACK_COLS: &str = "message_sid, outcome, created, updated";
 pub const LEASE_COLS: &str = "name, holder, expires_at, epoch";
+pub const ATTEMPT_COLS: &str =
+    "message_sid, carrier, prefix, at, result, carrier_message_id, error_code, reason";
 pub const JOB_COLS: &str = "id, kind, subject, run_at, attempts, payload";
 pub const MESSAGE_COLS: &str = "sid, account_sid, messaging_service_sid, direction, from_number, \
     to_number, body, status, error_code, num_segments, num_media, status_callback, validity_secs, \
@@ -191,6 +193,21 @@ pub fn lease_row(r: &Row) -> Result<Lease> {
         holder: get(r, 1)?,
         expires_at: get(r, 2)?,
         epoch: get(r, 3)?,
+    })
+}
+
+pub fn attempt_row(r: &Row) -> Result<RouteAttempt> {
+    let result: &str = get(r, 4)?;
+    Ok(RouteAttempt {
+        message_sid: sid(r, 0)?,
+        carrier: get(r, 1)?,
+        prefix: get(r, 2)?,
+        at: get(r, 3)?,
+        result: AttemptResult::parse(result)
+            .ok_or_else(|| StoreError::Corrupt(format!("attempt result {result:?}")))?,
+        carrier_message_id: get(r, 5)?,
+        error_code: opt_u32_col(r, 6)?,
+        reason: get(r, 7)?,
     })
 }
 

@@ -688,25 +688,21 @@ async fn an_unreachable_server_is_unavailable() {
     assert!(matches!(err, StoreError::Unavailable(_)), "{err:?}");
 }
 
-/// A schema at version 3 (Message Feedback) gains leases, which can be taken at once.
+/// A schema at version 5 (route attempts) gains leases, which can be taken at once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_version_3_schema_gains_leases() {
+async fn a_version_5_schema_gains_leases() {
     in_schema(|schema| async move {
         schema
             .admin
             .batch_execute(&format!(
                 "BEGIN;
                  SET LOCAL search_path TO {name};
-                 {v1}
-                 {v2}
-                 {v3}
+                 {applied}
                  CREATE TABLE schema_migrations (version BIGINT PRIMARY KEY, applied_at BIGINT NOT NULL);
-                 INSERT INTO schema_migrations VALUES (1, 0), (2, 0), (3, 0);
+                 INSERT INTO schema_migrations VALUES (1, 0), (2, 0), (3, 0), (4, 0), (5, 0);
                  COMMIT;",
                 name = schema.name,
-                v1 = super::MIGRATIONS[0],
-                v2 = super::MIGRATIONS[1],
-                v3 = super::MIGRATIONS[2],
+                applied = super::MIGRATIONS[..5].join("\n"),
             ))
             .await
             .unwrap();

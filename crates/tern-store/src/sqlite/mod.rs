@@ -20,8 +20,8 @@ use tokio::sync::oneshot;
 
 use crate::{
     Account, AccountStatus, ApiKey, Feedback, FeedbackOutcome, FeedbackSet, Lease, Message,
-    MessageQuery, MessagingService, NewJob, NumberConfig, Page, PhoneNumber, Result, ServiceConfig,
-    SmppCredential, Store, StoreError, Transition,
+    MessageQuery, MessagingService, NewJob, NumberConfig, Page, PhoneNumber, Result, RouteAttempt,
+    ServiceConfig, SmppCredential, Store, StoreError, Transition,
 };
 use rows::*;
 
@@ -30,8 +30,19 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0001_initial.sql"),
     include_str!("migrations/0002_smpp_credentials.sql"),
     include_str!("migrations/0003_message_feedback.sql"),
-    include_str!("migrations/0004_leases.sql"),
+    include_str!("migrations/0004_sticky_senders.sql"),
+    include_str!("migrations/0005_route_attempts.sql"),
+    include_str!("migrations/0006_leases.sql"),
 ];
+/// Sticks a sender to a service's recipient unless another is stuck there that is not
+/// `?5` (NULL matches nothing), and returns the one stuck afterwards. The no-op update of
+/// the "keep" case makes RETURNING yield the row either way.
+const STICK_SENDER: &str = "INSERT INTO sticky_senders (service_sid, handset, sender, updated)
+    VALUES (?1, ?2, ?3, ?4)
+    ON CONFLICT (service_sid, handset) DO UPDATE SET
+        sender = CASE WHEN sticky_senders.sender = ?5 THEN excluded.sender ELSE sticky_senders.sender END,
+        updated = CASE WHEN sticky_senders.sender = ?5 THEN excluded.updated ELSE sticky_senders.updated END
+    RETURNING sender";
 /// The most writes committed together; bounds a batch's latency and memory.
 const MAX_BATCH: usize = 1024;
 const READERS: usize = 4;
@@ -365,7 +376,33 @@ fn apply_transition(conn: &Connection, t: Transition) -> Result<Vec<Job>> {
     if let Some(id) = t.done_job {
         delete_job(conn, id)?;
     }
+    insert_attempts(conn, &t.attempts)?;
     insert_jobs(conn, t.jobs)
+}
+
+fn insert_attempts(conn: &Connection, attempts: &[RouteAttempt]) -> Result<()> {
+    if attempts.is_empty() {
+        return Ok(());
+    }
+    let mut s = conn
+        .prepare_cached(&format!(
+            "INSERT INTO route_attempts ({ATTEMPT_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"
+        ))
+        .map_err(map_sql)?;
+    for a in attempts {
+        s.execute(params![
+            a.message_sid.as_str(),
+            a.carrier,
+            a.prefix,
+            a.at,
+            a.result.as_str(),
+            a.carrier_message_id,
+            a.error_code,
+            a.reason
+        ])
+        .map_err(map_sql)?;
+    }
+    Ok(())
 }
 
 #[async_trait]
@@ -680,6 +717,11 @@ impl Store for SqliteStore {
                 [sid.as_str()],
             )
             .map_err(map_sql)?;
+            c.execute(
+                "DELETE FROM sticky_senders WHERE service_sid = ?1",
+                [sid.as_str()],
+            )
+            .map_err(map_sql)?;
             Ok(c.execute(
                 "DELETE FROM messaging_services WHERE sid = ?1",
                 [sid.as_str()],
@@ -753,6 +795,44 @@ impl Store for SqliteStore {
                 .and_then(|mut s| s.query_row([service.as_str()], |r| r.get(0)).optional())
                 .map_err(map_sql)?;
             v.map(|v| v.max(1) as u64 - 1).ok_or(StoreError::NotFound)
+        })
+        .await
+    }
+
+    async fn sticky_sender(&self, service: Sid, to: &str) -> Result<Option<String>> {
+        let to = to.to_owned();
+        self.lookup(move |c| {
+            query_opt(
+                c,
+                "SELECT sender FROM sticky_senders WHERE service_sid = ?1 AND handset = ?2",
+                params![service.as_str(), to],
+                |r| r.get(0),
+            )
+        })
+        .await
+    }
+
+    async fn stick_sender(
+        &self,
+        service: Sid,
+        to: &str,
+        sender: &str,
+        replacing: Option<&str>,
+        at: i64,
+    ) -> Result<String> {
+        let (to, sender, replacing) = (
+            to.to_owned(),
+            sender.to_owned(),
+            replacing.map(str::to_owned),
+        );
+        self.write(move |c| {
+            c.prepare_cached(STICK_SENDER)
+                .and_then(|mut s| {
+                    s.query_row(params![service.as_str(), to, sender, at, replacing], |r| {
+                        r.get(0)
+                    })
+                })
+                .map_err(map_sql)
         })
         .await
     }
@@ -844,10 +924,22 @@ impl Store for SqliteStore {
     async fn message_by_carrier_id(&self, carrier: &str, id: &str) -> Result<Option<Message>> {
         let (carrier, id) = (carrier.to_string(), id.to_string());
         self.lookup(move |c| {
-            query_opt(
+            let current = query_opt(
                 c,
                 &format!("SELECT {MESSAGE_COLS} FROM messages WHERE carrier = ?1 AND carrier_message_id = ?2"),
-                [carrier, id],
+                [&carrier, &id],
+                message_row,
+            )?;
+            if current.is_some() {
+                return Ok(current);
+            }
+            query_opt(
+                c,
+                &format!(
+                    "SELECT {MESSAGE_COLS} FROM messages WHERE sid = (SELECT message_sid FROM route_attempts
+                     WHERE carrier = ?1 AND carrier_message_id = ?2 AND result = 'accepted' LIMIT 1)"
+                ),
+                [&carrier, &id],
                 message_row,
             )
         })
@@ -868,6 +960,51 @@ impl Store for SqliteStore {
                 .into_iter()
                 .map(|t| in_savepoint(c, |c| apply_transition(c, t)))
                 .collect())
+        })
+        .await
+    }
+
+    async fn resend_message(
+        &self,
+        sid: Sid,
+        from: (String, String),
+        to: (String, String),
+        at: i64,
+        attempts: Vec<RouteAttempt>,
+    ) -> Result<bool> {
+        self.write(move |c| {
+            let changed = c
+                .prepare_cached(
+                    "UPDATE messages SET carrier = ?4, carrier_message_id = ?5, updated = ?6
+                     WHERE sid = ?1 AND status = 'sent' AND carrier = ?2 AND carrier_message_id = ?3",
+                )
+                .and_then(|mut s| {
+                    s.execute(params![sid.as_str(), from.0, from.1, to.0, to.1, at])
+                })
+                .map_err(map_sql)?;
+            if changed == 0 {
+                return Ok(false);
+            }
+            insert_attempts(c, &attempts)?;
+            Ok(true)
+        })
+        .await
+    }
+
+    async fn add_route_attempts(&self, attempts: Vec<RouteAttempt>) -> Result<()> {
+        self.write(move |c| insert_attempts(c, &attempts)).await
+    }
+
+    async fn route_attempts(&self, message: Sid) -> Result<Vec<RouteAttempt>> {
+        self.lookup(move |c| {
+            query_all(
+                c,
+                &format!(
+                    "SELECT {ATTEMPT_COLS} FROM route_attempts WHERE message_sid = ?1 ORDER BY id"
+                ),
+                [message.as_str()],
+                attempt_row,
+            )
         })
         .await
     }
@@ -898,6 +1035,11 @@ impl Store for SqliteStore {
             .map_err(map_sql)?;
             c.execute(
                 "DELETE FROM message_feedback WHERE message_sid = ?1",
+                [sid.as_str()],
+            )
+            .map_err(map_sql)?;
+            c.execute(
+                "DELETE FROM route_attempts WHERE message_sid = ?1",
                 [sid.as_str()],
             )
             .map_err(map_sql)?;
@@ -1035,6 +1177,21 @@ impl Store for SqliteStore {
         self.write(move |c| {
             c.prepare_cached("UPDATE jobs SET attempts = attempts + 1, run_at = ?2 WHERE id = ?1")
                 .and_then(|mut s| s.execute(params![id, run_at]))
+                .map_err(map_sql)?;
+            query_opt(
+                c,
+                "SELECT id, kind, subject, run_at, attempts, payload FROM jobs WHERE id = ?1",
+                [id],
+                job_row,
+            )
+        })
+        .await
+    }
+
+    async fn defer_job(&self, id: i64, run_at: i64, payload: String) -> Result<Option<Job>> {
+        self.write(move |c| {
+            c.prepare_cached("UPDATE jobs SET run_at = ?2, payload = ?3 WHERE id = ?1")
+                .and_then(|mut s| s.execute(params![id, run_at, payload]))
                 .map_err(map_sql)?;
             query_opt(
                 c,

@@ -6,8 +6,8 @@ use tern_types::{Direction, MessageStatus, Sid};
 
 use super::map_sql;
 use crate::{
-    Account, AccountStatus, ApiKey, Feedback, FeedbackOutcome, Lease, Message, MessagingService,
-    PhoneNumber, Result, SmppCredential, StoreError,
+    Account, AccountStatus, ApiKey, AttemptResult, Feedback, FeedbackOutcome, Lease, Message,
+    MessagingService, PhoneNumber, Result, RouteAttempt, SmppCredential, StoreError,
 };
 
 pub const ACCOUNT_COLS: &str =
@@ -18,6 +18,8 @@ pub const SERVICE_COLS: &str = "sid, account_sid, config, created, updated";
 pub const SMPP_COLS: &str = "sid, account_sid, system_id, password_hash, friendly_name, created";
 pub const FEEDBACK_COLS: &str = "message_sid, outcome, created, updated";
 pub const LEASE_COLS: &str = "name, holder, expires_at, epoch";
+pub const ATTEMPT_COLS: &str =
+    "message_sid, carrier, prefix, at, result, carrier_message_id, error_code, reason";
 pub const MESSAGE_COLS: &str = "sid, account_sid, messaging_service_sid, direction, from_number, \
     to_number, body, status, error_code, num_segments, num_media, status_callback, validity_secs, \
     send_at, carrier, carrier_message_id, raw_dlr_done_date, provide_feedback, created, updated, sent";
@@ -61,6 +63,20 @@ pub fn account_row(r: &Row) -> rusqlite::Result<Account> {
         status: AccountStatus::parse(&status).ok_or_else(|| corrupt(4, "status"))?,
         created: r.get(5)?,
         updated: r.get(6)?,
+    })
+}
+
+pub fn attempt_row(r: &Row) -> rusqlite::Result<RouteAttempt> {
+    let result: String = r.get(4)?;
+    Ok(RouteAttempt {
+        message_sid: sid(r, 0)?,
+        carrier: r.get(1)?,
+        prefix: r.get(2)?,
+        at: r.get(3)?,
+        result: AttemptResult::parse(&result).ok_or_else(|| corrupt(4, "attempt result"))?,
+        carrier_message_id: r.get(5)?,
+        error_code: r.get(6)?,
+        reason: r.get(7)?,
     })
 }
 

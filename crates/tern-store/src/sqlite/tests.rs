@@ -120,17 +120,49 @@ async fn a_version_2_database_gains_message_feedback() {
     );
 }
 
-/// A database at version 3 (Message Feedback) gains leases, which can be taken at once.
+/// A database at version 3 gains sticky senders; a service stored before `sticky_sender`
+/// existed reads as never set, which is Twilio's default: on.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_version_3_database_gains_leases() {
+async fn a_version_3_database_gains_sticky_senders() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("tern.db");
+    let svc = tern_types::Sid::generate(tern_types::SidPrefix::MessagingService);
     {
         let c = rusqlite::Connection::open(&path).unwrap();
         for m in &super::MIGRATIONS[..3] {
             c.execute_batch(m).unwrap();
         }
         c.execute_batch("PRAGMA user_version = 3").unwrap();
+        c.execute(
+            "INSERT INTO messaging_services (sid, account_sid, config, created, updated)
+             VALUES (?1, 'AC00000000000000000000000000000000', '{\"friendly_name\":\"old\"}', 1, 1)",
+            [svc.as_str()],
+        )
+        .unwrap();
+    }
+    let store = SqliteStore::open(&path).unwrap();
+    let old = crate::Store::service(&store, svc).await.unwrap().unwrap();
+    assert_eq!(old.config.sticky_sender, None);
+    assert!(old.config.sticky());
+    assert_eq!(
+        crate::Store::stick_sender(&store, svc, "+14155552671", "+14155550100", None, 2)
+            .await
+            .unwrap(),
+        "+14155550100"
+    );
+}
+
+/// A database at version 5 (route attempts) gains leases, which can be taken at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_version_5_database_gains_leases() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tern.db");
+    {
+        let c = rusqlite::Connection::open(&path).unwrap();
+        for m in &super::MIGRATIONS[..5] {
+            c.execute_batch(m).unwrap();
+        }
+        c.execute_batch("PRAGMA user_version = 5").unwrap();
     }
     let store = SqliteStore::open(&path).unwrap();
     let lease = crate::Store::acquire_lease(&store, "leader", "a", 1_000, 5)

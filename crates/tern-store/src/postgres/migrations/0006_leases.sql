@@ -1,4 +1,4 @@
--- Version 4: leases. A row per lease name, never deleted (a release sets expires_at to 0),
+-- Version 6: leases. A row per lease name, never deleted (a release sets expires_at to 0),
 -- so that its epoch — the fencing token — only ever grows.
 
 CREATE TABLE leases (

@@ -101,6 +101,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/Operator/Carriers", get(ops::operator_carriers))
         .route("/v1/Operator/SmppBinds", get(ops::operator_smpp_binds))
         .route("/v1/Operator/Network", get(ops::operator_network))
+        .route("/v1/Operator/Node", get(ops::operator_node))
         .route("/v1/Operator/Events", get(ops::operator_events))
         .route(
             "/v1/Operator/Routes",

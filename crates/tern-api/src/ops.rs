@@ -21,13 +21,24 @@ pub async fn healthz() -> &'static str {
     "ok"
 }
 
+/// How long readiness waits for the store to answer before calling it unreachable.
+const READY_STORE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Ready while the node is not draining and both the store and the bus can be reached;
+/// 503 with the reason otherwise.
 pub async fn readyz(State(s): State<Arc<AppState>>) -> Response {
+    let unready = |why: String| (StatusCode::SERVICE_UNAVAILABLE, why).into_response();
     if s.draining.load(Ordering::Relaxed) {
-        return (StatusCode::SERVICE_UNAVAILABLE, "draining").into_response();
+        return unready("draining".into());
     }
-    match s.store.first_account().await {
-        Ok(_) => "ready".into_response(),
-        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, format!("store: {e}")).into_response(),
+    match tokio::time::timeout(READY_STORE_TIMEOUT, s.store.ping()).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => return unready(format!("store: {e}")),
+        Err(_) => return unready(format!("store: no answer within {READY_STORE_TIMEOUT:?}")),
+    }
+    match s.engine.queue().health() {
+        Ok(()) => "ready".into_response(),
+        Err(e) => unready(format!("bus: {e}")),
     }
 }
 
@@ -155,6 +166,36 @@ pub async fn operator_network(
 ) -> ApiResult<Json<serde_json::Value>> {
     let view = operator(&s, &headers, "/v1/Operator/Network")?;
     Ok(Json(json!({ "paths": view.network() })))
+}
+
+/// `GET /v1/Operator/Node`: this node's name and region, whether it leads its region, and
+/// the leases it holds.
+pub async fn operator_node(
+    State(s): State<Arc<AppState>>,
+    headers: HeaderMap,
+) -> ApiResult<Json<serde_json::Value>> {
+    operator(&s, &headers, "/v1/Operator/Node")?;
+    let node = s.engine.node();
+    let leadership = s.engine.leadership();
+    let leases: Vec<serde_json::Value> = leadership
+        .leases()
+        .into_iter()
+        .map(|l| {
+            json!({
+                "name": l.name,
+                "holder": l.holder,
+                "expires_at": l.expires_at,
+                "epoch": l.epoch,
+            })
+        })
+        .collect();
+    Ok(Json(json!({
+        "name": node.name,
+        "region": node.region,
+        "holder": leadership.holder(),
+        "is_leader": leadership.is_leader(),
+        "leases": leases,
+    })))
 }
 
 /// `GET /v1/Operator/Messages/{Sid}/RouteAttempts`: every carrier tried for a message

@@ -47,6 +47,7 @@ where
     F: Fn() -> Fut,
     Fut: Future<Output = Arc<dyn Queue>>,
 {
+    a_fresh_queue_is_healthy_and_has_dropped_nothing(make().await).await;
     ready_jobs_are_delivered_once_in_order(make().await).await;
     kinds_are_separate(make().await).await;
     delayed_jobs_wait_for_their_time(make().await).await;
@@ -125,6 +126,18 @@ pub async fn eventually_depth(q: &dyn Queue, kind: JobKind, want: usize, what: &
         }
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
+}
+
+/// A queue that was just set up can move jobs and has given none up.
+pub async fn a_fresh_queue_is_healthy_and_has_dropped_nothing(q: Arc<dyn Queue>) {
+    let what = "health";
+    if let Err(e) = q.health() {
+        panic!("{what}: a fresh queue is unhealthy: {e}");
+    }
+    q.publish(vec![job(1, JobKind::Route, 0)]);
+    assert_eq!(take(q.as_ref(), JobKind::Route, what).await.id, 1);
+    assert_eq!(q.take_dropped(), Vec::<i64>::new(), "{what}: dropped jobs");
+    q.close();
 }
 
 /// Ready jobs come out once each, in publish order for a single worker.

@@ -7,7 +7,7 @@ use std::sync::Mutex;
 use async_trait::async_trait;
 use tokio::sync::Notify;
 
-use crate::{EVENT_BUFFER, Event, Job, JobKind, Queue};
+use crate::{BusError, EVENT_BUFFER, Event, Job, JobKind, Queue};
 
 fn now_ms() -> i64 {
     std::time::SystemTime::now()
@@ -199,6 +199,15 @@ impl Queue for InProcessQueue {
             s.notify_waiters();
         }
         self.timer_signal.notify_waiters();
+    }
+
+    fn health(&self) -> Result<(), BusError> {
+        Ok(())
+    }
+
+    /// Publishing is a push onto a list: nothing is ever dropped.
+    fn take_dropped(&self) -> Vec<i64> {
+        Vec::new()
     }
 }
 

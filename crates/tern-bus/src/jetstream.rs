@@ -8,8 +8,14 @@
 //!
 //! * [`Queue::publish`] is synchronous, so jobs go through an ordered channel to a background
 //!   task that publishes them in order and waits for the stream's acknowledgements
-//!   concurrently; a failed publish is retried a few times and then logged (the store still
-//!   holds the job and re-publishes it on the next start).
+//!   concurrently. A failed publish is retried with backoff: while the client is
+//!   disconnected the job waits for the connection without counting attempts; once
+//!   [`PUBLISH_ATTEMPTS`] attempts made while connected have failed it is given up, and its
+//!   id handed back by [`Queue::take_dropped`] (the store still holds the job, and the
+//!   engine publishes it again once the queue is healthy).
+//! * Every publish carries a `Nats-Msg-Id` of its own, repeated by its retries, so that
+//!   JetStream stores a job once however many attempts reach it (a publish made while
+//!   disconnected is buffered by the client and may arrive after its retries).
 //! * A job whose `run_at` is in the future carries the [`RUN_AT_HEADER`]. When a worker pulls
 //!   it early, the queue naks it with a delay of the remaining time, so JetStream redelivers
 //!   it when it is due; while it waits it is "ack pending" on the consumer.
@@ -24,6 +30,8 @@
 //! * [`Queue::depth`] is `num_pending + num_ack_pending` of the kind's consumer (ready plus
 //!   waiting-for-their-time jobs), cached and refreshed in the background every
 //!   [`DEPTH_REFRESH`].
+//! * [`Queue::health`] is the client's connection state: the client reconnects by itself
+//!   (without limit), and pulls and publishes resume when it has.
 //! * [`Queue::close`] makes waiting and later `next` calls return `None`; jobs still in the
 //!   stream (or delivered but not handed out, which are nak'd) stay there for the next node.
 //!   Publishing keeps working after close (the stream is shared), queued publishes are sent,
@@ -80,8 +88,10 @@ const PULL_EXPIRES: Duration = Duration::from_secs(5);
 const PULL_GRACE: Duration = Duration::from_secs(5);
 /// Pause after a failed pull before trying again.
 const PULL_RETRY: Duration = Duration::from_millis(250);
-/// Attempts at publishing one job before giving up on it.
+/// Attempts at publishing one job, made while connected, before giving up on it.
 const PUBLISH_ATTEMPTS: u32 = 5;
+/// How often a publish waiting for the connection looks at it again.
+const RECONNECT_POLL: Duration = Duration::from_millis(250);
 /// Bound on connecting and on each setup request.
 const SETUP_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -106,6 +116,9 @@ pub enum BusError {
     Timeout { op: String, timeout: Duration },
     #[error("the queue's publisher has stopped")]
     Stopped,
+    /// The server cannot be reached now; the client keeps trying to reconnect.
+    #[error("NATS is unreachable (connection {0})")]
+    Unreachable(String),
 }
 
 impl BusError {
@@ -260,8 +273,20 @@ pub struct JetStreamQueue {
     depth: Arc<HashMap<JobKind, AtomicUsize>>,
     publish_tx: mpsc::UnboundedSender<Cmd>,
     closed: watch::Sender<bool>,
+    /// Ids of the jobs given up on, for [`Queue::take_dropped`].
+    dropped: Dropped,
     events: tokio::sync::broadcast::Sender<Event>,
     events_out: mpsc::Sender<(String, Vec<u8>)>,
+}
+
+/// Ids of jobs the publisher gave up on.
+type Dropped = Arc<std::sync::Mutex<Vec<i64>>>;
+
+fn record_dropped(dropped: &Dropped, ids: impl IntoIterator<Item = i64>) {
+    dropped
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .extend(ids);
 }
 
 impl JetStreamQueue {
@@ -344,7 +369,13 @@ impl JetStreamQueue {
         let (closed, closed_rx) = watch::channel(false);
         let (publish_tx, publish_rx) = mpsc::unbounded_channel();
 
-        tokio::spawn(run_publisher(context.clone(), layout.clone(), publish_rx));
+        let dropped = Dropped::default();
+        tokio::spawn(run_publisher(
+            context.clone(),
+            layout.clone(),
+            publish_rx,
+            dropped.clone(),
+        ));
         let pullers: Arc<HashMap<JobKind, Mutex<Puller>>> = Arc::new(
             consumers
                 .iter()
@@ -391,6 +422,7 @@ impl JetStreamQueue {
             depth,
             publish_tx,
             closed,
+            dropped,
             events,
             events_out,
         }))
@@ -539,8 +571,11 @@ impl Queue for JetStreamQueue {
         if jobs.is_empty() {
             return;
         }
-        if self.publish_tx.send(Cmd::Publish(jobs)).is_err() {
+        if let Err(mpsc::error::SendError(Cmd::Publish(jobs))) =
+            self.publish_tx.send(Cmd::Publish(jobs))
+        {
             tracing::error!("the JetStream publisher has stopped; jobs stay in the store only");
+            record_dropped(&self.dropped, jobs.iter().map(|j| j.id));
         }
     }
 
@@ -579,6 +614,17 @@ impl Queue for JetStreamQueue {
 
     fn close(&self) {
         self.closed.send_replace(true);
+    }
+
+    fn health(&self) -> Result<(), BusError> {
+        match self.context.client().connection_state() {
+            async_nats::connection::State::Connected => Ok(()),
+            other => Err(BusError::Unreachable(other.to_string())),
+        }
+    }
+
+    fn take_dropped(&self) -> Vec<i64> {
+        std::mem::take(&mut *self.dropped.lock().unwrap_or_else(|p| p.into_inner()))
     }
 }
 
@@ -749,8 +795,17 @@ async fn release_on_close(
 
 /// Publishes jobs in the order they were handed over; acknowledgements are awaited
 /// concurrently. Ends when the queue is dropped, after sending what is queued.
-async fn run_publisher(context: Context, layout: Layout, mut rx: mpsc::UnboundedReceiver<Cmd>) {
+async fn run_publisher(
+    context: Context,
+    layout: Layout,
+    mut rx: mpsc::UnboundedReceiver<Cmd>,
+    dropped: Dropped,
+) {
     let mut acks: JoinSet<()> = JoinSet::new();
+    // Message ids: unique to this publisher (a random prefix) and to each publish.
+    let sid = Sid::generate(tern_types::SidPrefix::Message);
+    let instance = &sid.as_str()[sid.as_str().len() - 12..];
+    let mut published: u64 = 0;
     loop {
         let cmd = tokio::select! {
             cmd = rx.recv() => cmd,
@@ -759,7 +814,8 @@ async fn run_publisher(context: Context, layout: Layout, mut rx: mpsc::Unbounded
         match cmd {
             Some(Cmd::Publish(jobs)) => {
                 for job in jobs {
-                    match encode(&layout, &job) {
+                    published += 1;
+                    match encode(&layout, &job, &format!("{instance}-{published}")) {
                         Ok((subject, headers, body)) => {
                             match context
                                 .publish_with_headers(
@@ -770,21 +826,29 @@ async fn run_publisher(context: Context, layout: Layout, mut rx: mpsc::Unbounded
                                 .await
                             {
                                 Ok(ack) => {
-                                    let context = context.clone();
+                                    let (context, dropped) = (context.clone(), dropped.clone());
                                     acks.spawn(async move {
                                         if let Err(e) = ack.await {
                                             tracing::warn!(job = job.id, error = %e,
                                                 "publish not acknowledged; retrying");
-                                            retry_publish(&context, &job, subject, headers, body)
-                                                .await;
+                                            let sent = retry_publish(
+                                                &context, &job, subject, headers, body,
+                                            );
+                                            if !sent.await {
+                                                record_dropped(&dropped, [job.id]);
+                                            }
                                         }
                                     });
                                 }
                                 Err(e) => {
                                     tracing::warn!(job = job.id, error = %e, "publish failed; retrying");
-                                    let context = context.clone();
+                                    let (context, dropped) = (context.clone(), dropped.clone());
                                     acks.spawn(async move {
-                                        retry_publish(&context, &job, subject, headers, body).await;
+                                        let sent =
+                                            retry_publish(&context, &job, subject, headers, body);
+                                        if !sent.await {
+                                            record_dropped(&dropped, [job.id]);
+                                        }
                                     });
                                 }
                             }
@@ -807,26 +871,40 @@ async fn run_publisher(context: Context, layout: Layout, mut rx: mpsc::Unbounded
     }
 }
 
-fn encode(layout: &Layout, job: &Job) -> Result<(String, HeaderMap, Vec<u8>), serde_json::Error> {
+fn encode(
+    layout: &Layout,
+    job: &Job,
+    msg_id: &str,
+) -> Result<(String, HeaderMap, Vec<u8>), serde_json::Error> {
     let body = serde_json::to_vec(&WireJob::from_job(job))?;
     let mut headers = HeaderMap::new();
+    headers.insert(async_nats::header::NATS_MESSAGE_ID, msg_id);
     if job.run_at > now_ms() {
         headers.insert(RUN_AT_HEADER, job.run_at.to_string().as_str());
     }
     Ok((layout.subject(job.kind), headers, body))
 }
 
+/// Publishes `job` again with backoff until it is stored, waiting out disconnections;
+/// `false` once [`PUBLISH_ATTEMPTS`] attempts made while connected have failed.
 async fn retry_publish(
     context: &Context,
     job: &Job,
     subject: String,
     headers: HeaderMap,
     body: Vec<u8>,
-) {
+) -> bool {
     let mut backoff = Duration::from_millis(200);
-    for attempt in 2..=PUBLISH_ATTEMPTS {
+    let mut attempt = 1;
+    while attempt < PUBLISH_ATTEMPTS {
         tokio::time::sleep(backoff).await;
-        backoff *= 2;
+        if context.client().connection_state() != async_nats::connection::State::Connected {
+            // Not an attempt: the client reconnects by itself, and the job waits for it.
+            backoff = RECONNECT_POLL;
+            continue;
+        }
+        attempt += 1;
+        backoff = Duration::from_millis(200) * 2u32.pow(attempt - 1);
         let sent = context
             .publish_with_headers(subject.clone(), headers.clone(), body.clone().into())
             .await;
@@ -835,7 +913,7 @@ async fn retry_publish(
             Err(e) => Err(e.to_string()),
         };
         match result {
-            Ok(()) => return,
+            Ok(()) => return true,
             Err(e) => {
                 tracing::warn!(job = job.id, attempt, error = %e, "publish retry failed");
             }
@@ -845,8 +923,9 @@ async fn retry_publish(
     tracing::error!(
         job = job.id,
         kind = job.kind.as_str(),
-        "giving up publishing a job; it stays in the store and is re-published on restart"
+        "giving up publishing a job; it stays in the store and is published again once NATS is back"
     );
+    false
 }
 
 /// Keeps the cached depths current.

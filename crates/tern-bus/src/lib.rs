@@ -95,6 +95,11 @@ pub trait Queue: Send + Sync + 'static {
     fn depth(&self, kind: JobKind) -> usize;
     /// Stops handing out jobs; waiting `next` calls return `None`.
     fn close(&self);
+    /// Whether the queue can move jobs now (for readiness): `Err` says why not.
+    fn health(&self) -> Result<(), BusError>;
+    /// The ids of jobs this queue gave up publishing since the last call. They are still in
+    /// the store; the caller publishes them again once [`Queue::health`] is back.
+    fn take_dropped(&self) -> Vec<i64>;
     /// Announces an event to every node of the region (this one included), best effort.
     fn emit(&self, event: Event);
     /// Events of the region from now on.

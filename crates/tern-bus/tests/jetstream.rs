@@ -195,6 +195,133 @@ async fn jetstream_close_releases_jobs_pulled_ahead() {
     }
 }
 
+/// A private `nats-server -js` on a free port with its own store directory, which a test
+/// may kill and start again (the shared server at 4222 is left alone).
+struct PrivateNats {
+    port: u16,
+    dir: tempfile::TempDir,
+    child: Option<std::process::Child>,
+}
+
+impl PrivateNats {
+    fn start() -> PrivateNats {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .unwrap();
+        let mut nats = PrivateNats {
+            port,
+            dir: tempfile::tempdir().unwrap(),
+            child: None,
+        };
+        nats.restart();
+        nats
+    }
+
+    fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    /// Starts the server (again, on the same port and store) and waits until it listens.
+    fn restart(&mut self) {
+        let bin = std::env::var("TERN_TEST_NATS_SERVER")
+            .unwrap_or_else(|_| "/usr/sbin/nats-server".to_string());
+        let child = std::process::Command::new(&bin)
+            .args([
+                "-a",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-js",
+                "-sd",
+            ])
+            .arg(self.dir.path())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot run {bin} ({e}); set TERN_TEST_NATS_SERVER"));
+        self.child = Some(child);
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "nats-server did not start"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for PrivateNats {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Polls `cond` until it holds, failing after a generous deadline.
+async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while !cond() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{what}: not within 60 s"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Longer than the JetStream client's wait for a publish acknowledgement (5 s), so that the
+/// publishes made during the outage go through the publisher's retries.
+const OUTAGE: Duration = Duration::from_secs(7);
+
+/// While the server is gone the queue says so, and jobs published meanwhile wait for it
+/// (none is given up); once the server is back (same store) the client reconnects by itself,
+/// the queue is healthy again, jobs stored before the crash are still there, and each job
+/// published during the outage is stored once, however many attempts reached the server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jetstream_rides_out_an_outage_and_stores_each_job_once() {
+    let mut nats = PrivateNats::start();
+    let q = JetStreamQueue::connect(&nats.url(), "local", "")
+        .await
+        .unwrap();
+    q.health().unwrap();
+    q.publish(vec![job(1, JobKind::Route, 0)]);
+    q.flush().await.unwrap();
+
+    nats.kill();
+    eventually("unhealthy", || q.health().is_err()).await;
+    q.publish(vec![job(2, JobKind::Route, 0), job(3, JobKind::Webhook, 0)]);
+    // The length of the outage, not a wait for an event.
+    tokio::time::sleep(OUTAGE).await;
+    assert!(q.take_dropped().is_empty());
+
+    nats.restart();
+    eventually("healthy again", || q.health().is_ok()).await;
+    q.flush().await.unwrap();
+    let mut routes = vec![
+        take(q.as_ref(), JobKind::Route, "after").await.id,
+        take(q.as_ref(), JobKind::Route, "after").await.id,
+    ];
+    routes.sort_unstable();
+    assert_eq!(routes, [1, 2]);
+    assert_eq!(take(q.as_ref(), JobKind::Webhook, "after").await.id, 3);
+    conformance::eventually_depth(q.as_ref(), JobKind::Route, 0, "after").await;
+    conformance::eventually_depth(q.as_ref(), JobKind::Webhook, 0, "after").await;
+    for kind in [JobKind::Route, JobKind::Webhook] {
+        let again = tokio::time::timeout(Duration::from_millis(500), q.next(kind)).await;
+        assert!(again.is_err(), "stored twice: {again:?}");
+    }
+    assert!(q.take_dropped().is_empty());
+    q.close();
+}
+
 /// An event emitted on one node reaches every node of its region (itself included) and
 /// no node of another region or namespace.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

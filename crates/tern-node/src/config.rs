@@ -82,8 +82,15 @@ impl OperatorConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct NodeConfig {
     pub name: String,
-    /// The region (failure domain) the node belongs to; it names the bus subjects.
+    /// The region (failure domain) the node belongs to; it names the bus subjects and the
+    /// leader lease.
     pub region: String,
+    /// How long the region's leader lease lasts without renewal: how long a region may go
+    /// without a leader after its leader dies.
+    pub leader_ttl_ms: u32,
+    /// How often the leader renews its lease (and other nodes ask for it); at most half
+    /// the ttl.
+    pub leader_renew_ms: u32,
 }
 
 impl Default for NodeConfig {
@@ -91,6 +98,8 @@ impl Default for NodeConfig {
         NodeConfig {
             name: "node-1".into(),
             region: "local".into(),
+            leader_ttl_ms: 10_000,
+            leader_renew_ms: 3_000,
         }
     }
 }

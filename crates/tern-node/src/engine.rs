@@ -22,7 +22,9 @@ use tern_webhooks::{Attempt, WebhookClient, WebhookRequest, backoff};
 use tokio::sync::{Semaphore, mpsc};
 use tracing::{Instrument, debug, info_span, warn};
 
+use crate::leader::{Leadership, LeaseTiming};
 use crate::network::Brain;
+use crate::outbox::Resync;
 use crate::pacing::{Admission, Pacing};
 use crate::{Config, callbacks, now_ms};
 use tern_domain::network::{PathKey, PathView, Signal};
@@ -127,6 +129,10 @@ pub struct Engine {
     webhook_permits: Arc<Semaphore>,
     customer_links: std::sync::OnceLock<Arc<dyn CustomerLinks>>,
     brain: Brain,
+    /// Whether this node does the region's once-per-region work (the receipt sweep).
+    leadership: Arc<Leadership>,
+    /// Jobs the bus lost, to publish again from the store.
+    resync: Arc<Resync>,
     counters: ResendCounters,
     /// The region's latest events, at most [`RECENT_EVENTS`].
     recent_events: Mutex<VecDeque<Event>>,
@@ -180,6 +186,15 @@ impl Engine {
         )
         .map_err(|e| e.to_string())?;
         let brain = Brain::new(&config.network);
+        let leadership = Leadership::new(
+            store.clone(),
+            &config.node.region,
+            &config.node.name,
+            LeaseTiming::new(
+                Duration::from_millis(config.node.leader_ttl_ms.into()),
+                Duration::from_millis(config.node.leader_renew_ms.into()),
+            ),
+        );
         let pacing = Pacing::new(&config.messaging).map_err(|e| e.to_string())?;
         Ok(Arc::new_cyclic(|me| Engine {
             route_permits: Arc::new(Semaphore::new(config.messaging.concurrency.max(1))),
@@ -194,6 +209,8 @@ impl Engine {
             chains: Mutex::new(HashMap::new()),
             customer_links: std::sync::OnceLock::new(),
             brain,
+            leadership,
+            resync: Arc::default(),
             counters: ResendCounters::default(),
             recent_events: Mutex::new(VecDeque::new()),
             me: me.clone(),
@@ -203,6 +220,21 @@ impl Engine {
 
     pub fn store(&self) -> &Arc<dyn Store> {
         &self.store
+    }
+
+    /// This node's standing in its region's leader election.
+    pub fn leadership(&self) -> &Arc<Leadership> {
+        &self.leadership
+    }
+
+    /// The bus this node takes its jobs from.
+    pub fn queue(&self) -> &Arc<dyn Queue> {
+        &self.queue
+    }
+
+    /// This node's name and region.
+    pub fn node(&self) -> &crate::config::NodeConfig {
+        &self.config.node
     }
 
     /// The region's latest events (oldest first), as this node received them.
@@ -322,6 +354,17 @@ impl Engine {
             tracing::info!(jobs = pending.len(), "resuming work left from the last run");
         }
         self.queue.publish(pending);
+        self.leadership.start();
+        tokio::spawn(
+            self.resync
+                .clone()
+                .run(self.store.clone(), self.queue.clone()),
+        );
+        tokio::spawn(
+            self.resync
+                .clone()
+                .after_lost_peers(self.leadership.peers_lost()),
+        );
         tokio::spawn(self.clone().route_loop());
         tokio::spawn(self.clone().webhook_loop());
         tokio::spawn(self.clone().event_loop(events));
@@ -340,6 +383,8 @@ impl Engine {
     /// Stops taking jobs and waits (up to `deadline`) for work in flight to finish.
     pub async fn drain(&self, deadline: Duration) {
         self.queue.close();
+        // Another node can take the leader's work over at once.
+        self.leadership.stop().await;
         let all = |s: &Arc<Semaphore>, n: usize| {
             let s = s.clone();
             async move { s.acquire_many_owned(n as u32).await.ok() }
@@ -458,10 +503,7 @@ impl Engine {
             run_at: message.send_at.unwrap_or(created),
             payload: String::new(),
         };
-        let jobs = self
-            .store
-            .insert_message(message.clone(), vec![route])
-            .await?;
+        let jobs = self.insert_message(message.clone(), vec![route]).await?;
         metrics::counter!("tern_messages_accepted_total").increment(1);
         self.publish(jobs);
         Ok(message)
@@ -542,8 +584,12 @@ impl Engine {
             warn!(message_sid = %t.sid, error = %e, "refused an illegal transition");
             return Err(StoreError::StaleStatus(t.expected));
         }
-        let to = t.to;
-        let jobs = self.store.transition(t).await?;
+        let (to, sid, makes_jobs) = (t.to, t.sid, !t.jobs.is_empty());
+        let jobs = self.store.transition(t).await.inspect_err(|e| {
+            if makes_jobs {
+                self.resync.unsure(sid, e);
+            }
+        })?;
         metrics::counter!("tern_message_transitions_total", "status" => to.as_str()).increment(1);
         self.publish(jobs);
         Ok(())
@@ -577,8 +623,11 @@ impl Engine {
         match self.store.retry_job(job.id, run_at).await {
             Ok(Some(j)) => self.publish(vec![j]),
             Ok(None) => {}
-            // The job stays in the store and is published again on the next start.
-            Err(e) => warn!(error = %e, "could not reschedule a job"),
+            // The job stays in the store alone: published again once the store is back.
+            Err(e) => {
+                warn!(error = %e, "could not reschedule a job");
+                self.resync.lost(job.id);
+            }
         }
     }
 
@@ -1129,7 +1178,9 @@ impl Engine {
             .any(|a| a.result == AttemptResult::Resent))
     }
 
-    /// Asks carriers about messages whose receipt is overdue, and reports queue depths.
+    /// Reports queue depths and, on the region's leader only (nodes share the store, and
+    /// any node's carrier binds can answer a query), asks carriers about messages whose
+    /// receipt is overdue.
     async fn sweep_loop(self: Arc<Self>) {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         loop {
@@ -1137,6 +1188,9 @@ impl Engine {
             for kind in JobKind::ALL {
                 metrics::gauge!("tern_queue_depth", "queue" => kind.as_str())
                     .set(self.queue.depth(kind) as f64);
+            }
+            if !self.leadership.is_leader() {
+                continue;
             }
             let grace = self.config.messaging.receipt_grace_secs as i64 * 1000;
             let overdue = match self
@@ -1151,6 +1205,10 @@ impl Engine {
                 }
             };
             for m in overdue {
+                // A lost lease stops the sweep at once, not after a batch of queries.
+                if !self.leadership.is_leader() {
+                    break;
+                }
                 let (Some(carrier), Some(id)) = (&m.carrier, &m.carrier_message_id) else {
                     continue;
                 };
@@ -1268,7 +1326,7 @@ impl Engine {
                 });
             }
         }
-        let jobs = self.store.insert_message(m.clone(), jobs).await?;
+        let jobs = self.insert_message(m.clone(), jobs).await?;
         metrics::counter!("tern_messages_received_total").increment(1);
         self.publish(jobs);
         if let Some(k) = keyword {
@@ -1308,9 +1366,19 @@ impl Engine {
             run_at: now,
             payload: String::new(),
         };
-        let jobs = self.store.insert_message(m, vec![route]).await?;
+        let jobs = self.insert_message(m, vec![route]).await?;
         self.publish(jobs);
         Ok(())
+    }
+
+    /// Writes a new message with its first jobs; should the answer be lost with the
+    /// connection, the jobs are looked for again once the store is back.
+    async fn insert_message(&self, m: Message, jobs: Vec<NewJob>) -> Result<Vec<Job>, StoreError> {
+        let sid = m.sid;
+        self.store
+            .insert_message(m, jobs)
+            .await
+            .inspect_err(|e| self.resync.unsure(sid, e))
     }
 
     // ---- Webhooks -------------------------------------------------------------------------

@@ -4,7 +4,9 @@
 pub mod callbacks;
 pub mod config;
 pub mod engine;
+pub mod leader;
 pub mod network;
+mod outbox;
 mod pacing;
 
 pub use config::Config;

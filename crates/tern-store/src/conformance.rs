@@ -70,6 +70,9 @@ pub async fn run_all(store: Arc<dyn Store>) {
     sticky_senders_are_per_service_and_recipient_and_agree_under_concurrency(&store).await;
     smpp_credentials_are_unique_per_system_id_and_scoped_to_their_account(&*store).await;
     feedback_is_one_outcome_per_message_and_reports_what_it_replaced(&*store).await;
+    a_lease_has_one_holder_until_it_runs_out_or_is_released(&*store).await;
+    contending_holders_get_a_lease_once(&store).await;
+    leases_are_listed_by_literal_prefix(&*store).await;
     route_attempts_are_kept_in_order_and_resends_are_compare_and_set(&*store).await;
 }
 
@@ -767,4 +770,148 @@ async fn feedback_is_one_outcome_per_message_and_reports_what_it_replaced(s: &dy
         s.feedback(other.sid).await.unwrap().unwrap().outcome,
         Unconfirmed
     );
+}
+
+async fn a_lease_has_one_holder_until_it_runs_out_or_is_released(s: &dyn Store) {
+    let name = "conformance/term";
+    // Free: granted, first epoch.
+    let a1 = s
+        .acquire_lease(name, "a", 1_000, 100)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        a1,
+        Lease {
+            name: name.into(),
+            holder: "a".into(),
+            expires_at: 1_100,
+            epoch: 1
+        }
+    );
+    assert!(a1.is_held_at(1_099) && !a1.is_held_at(1_100));
+
+    // Held: refused to another holder, up to the last millisecond.
+    assert_eq!(s.acquire_lease(name, "b", 1_000, 500).await.unwrap(), None);
+    assert_eq!(
+        s.acquire_lease(name, "b", 1_000, 1_099).await.unwrap(),
+        None
+    );
+
+    // Renewed by its holder: the term (epoch) goes on, the expiry moves.
+    let a2 = s
+        .acquire_lease(name, "a", 1_000, 900)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (a2.holder.as_str(), a2.expires_at, a2.epoch),
+        ("a", 1_900, 1)
+    );
+    assert_eq!(
+        s.acquire_lease(name, "b", 1_000, 1_500).await.unwrap(),
+        None
+    );
+
+    // Run out: another holder takes it over in a new term, and the old holder's late
+    // renewal is refused.
+    let b1 = s
+        .acquire_lease(name, "b", 1_000, 1_900)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (b1.holder.as_str(), b1.expires_at, b1.epoch),
+        ("b", 2_900, 2)
+    );
+    assert_eq!(
+        s.acquire_lease(name, "a", 1_000, 2_000).await.unwrap(),
+        None
+    );
+    assert_eq!(s.leases(name).await.unwrap(), vec![b1.clone()]);
+
+    // Released only by its holder; then free at once, in a new term even for the same
+    // holder. The row stays, so epochs never go back.
+    assert!(!s.release_lease(name, "a").await.unwrap());
+    assert!(s.release_lease(name, "b").await.unwrap());
+    assert!(!s.release_lease(name, "b").await.unwrap());
+    let released = s.leases(name).await.unwrap();
+    assert_eq!(released.len(), 1);
+    assert!(!released[0].is_held_at(2_000));
+    let b2 = s
+        .acquire_lease(name, "b", 1_000, 2_000)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((b2.expires_at, b2.epoch), (3_000, 3));
+
+    // A holder that let its own lease run out starts a new term too.
+    let b3 = s
+        .acquire_lease(name, "b", 1_000, 3_000)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((b3.expires_at, b3.epoch), (4_000, 4));
+
+    // Leases are independent of each other.
+    let other = s
+        .acquire_lease("conformance/other", "a", 1_000, 3_500)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(other.epoch, 1);
+    assert!(!s.release_lease("conformance/never", "a").await.unwrap());
+}
+
+async fn contending_holders_get_a_lease_once(s: &Arc<dyn Store>) {
+    // Holders ask at once, from tasks of their own, for a new name and then for a run-out
+    // one: one wins each round (on PostgreSQL over several pooled connections in parallel).
+    let mut expected_epoch = 0;
+    for (round, now) in [(0, 10_000), (1, 20_000), (2, 30_000)] {
+        let mut asks = tokio::task::JoinSet::new();
+        for i in 0..8 {
+            let s = s.clone();
+            asks.spawn(async move {
+                s.acquire_lease("conformance/contended", &format!("node-{i}"), 5_000, now)
+                    .await
+            });
+        }
+        let mut winners = Vec::new();
+        while let Some(grant) = asks.join_next().await {
+            winners.extend(grant.unwrap().unwrap());
+        }
+        assert_eq!(winners.len(), 1, "round {round}: {winners:?}");
+        expected_epoch += 1;
+        assert_eq!(winners[0].epoch, expected_epoch);
+        assert_eq!(
+            s.leases("conformance/contended").await.unwrap(),
+            winners,
+            "round {round}"
+        );
+    }
+}
+
+async fn leases_are_listed_by_literal_prefix(s: &dyn Store) {
+    for name in [
+        "list/node/b",
+        "list/node/a",
+        "list/leader",
+        "list/node_x",
+        "list%/z",
+    ] {
+        s.acquire_lease(name, "h", 1_000, 0).await.unwrap().unwrap();
+    }
+    let names = |v: Vec<Lease>| v.into_iter().map(|l| l.name).collect::<Vec<_>>();
+    assert_eq!(
+        names(s.leases("list/node/").await.unwrap()),
+        ["list/node/a", "list/node/b"]
+    );
+    // `%` and `_` are characters, not patterns.
+    assert_eq!(names(s.leases("list%").await.unwrap()), ["list%/z"]);
+    assert_eq!(
+        names(s.leases("list/node_").await.unwrap()),
+        ["list/node_x"]
+    );
+    assert_eq!(s.leases("list/").await.unwrap().len(), 4);
+    assert!(s.leases("nothing/").await.unwrap().is_empty());
 }

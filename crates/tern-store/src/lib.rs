@@ -41,6 +41,9 @@ pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
+    /// A cheap round trip to the database (for readiness): `Err` while it cannot be reached.
+    async fn ping(&self) -> Result<()>;
+
     // Accounts
     async fn create_account(&self, account: Account) -> Result<()>;
     async fn account(&self, sid: Sid) -> Result<Option<Account>>;
@@ -183,6 +186,24 @@ pub trait Store: Send + Sync + 'static {
         at: i64,
     ) -> Result<()>;
     async fn is_opted_out(&self, account: Sid, handset: &str) -> Result<bool>;
+
+    // Leases (who does once-per-region work; see [`Lease`])
+    /// Grants `name` to `holder` until `now + ttl_ms` if it is free, has run out at `now`,
+    /// or is already `holder`'s (a renewal). `None` while someone else holds it. Atomic:
+    /// of several holders asking at once, one gets it.
+    async fn acquire_lease(
+        &self,
+        name: &str,
+        holder: &str,
+        ttl_ms: u32,
+        now: i64,
+    ) -> Result<Option<Lease>>;
+    /// Gives `name` up if `holder` holds it, so another may take it at once; `false` if it
+    /// is someone else's (or was never taken).
+    async fn release_lease(&self, name: &str, holder: &str) -> Result<bool>;
+    /// Every lease whose name starts with `prefix` (literally), by name, including run-out
+    /// and released ones ([`Lease::is_held_at`] tells).
+    async fn leases(&self, prefix: &str) -> Result<Vec<Lease>>;
 
     // Jobs
     /// Every job not yet completed, in id order (to publish after a restart).

@@ -346,6 +346,28 @@ pub struct FeedbackSet {
     pub previous: Option<FeedbackOutcome>,
 }
 
+/// A named lease: who may do one piece of work (lead a region…) until `expires_at`.
+/// Holders renew before it runs out; once it has, anyone may take it over.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lease {
+    pub name: String,
+    pub holder: String,
+    /// When the lease runs out (ms); a released lease has 0.
+    pub expires_at: i64,
+    /// The fencing token: grows by one every time a term starts — a grant to another
+    /// holder, or to the same one after the lease had run out or been released — and stays
+    /// put on renewal. Work tagged with an older epoch was started by a holder that may
+    /// since have lost the lease.
+    pub epoch: i64,
+}
+
+impl Lease {
+    /// Whether the lease is still held at `now` (ms).
+    pub fn is_held_at(&self, now: i64) -> bool {
+        self.expires_at > now
+    }
+}
+
 /// A job to write together with a state change.
 #[derive(Debug, Clone, PartialEq)]
 pub struct NewJob {

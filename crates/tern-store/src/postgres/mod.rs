@@ -77,9 +77,9 @@ use tokio_postgres::NoTls;
 use tokio_postgres::types::{Json, ToSql};
 
 use crate::{
-    Account, AccountStatus, ApiKey, Feedback, FeedbackOutcome, FeedbackSet, Message, MessageQuery,
-    MessagingService, NewJob, NumberConfig, Page, PhoneNumber, Result, RouteAttempt, ServiceConfig,
-    SmppCredential, Store, StoreError, Transition,
+    Account, AccountStatus, ApiKey, Feedback, FeedbackOutcome, FeedbackSet, Lease, Message,
+    MessageQuery, MessagingService, NewJob, NumberConfig, Page, PhoneNumber, Result, RouteAttempt,
+    ServiceConfig, SmppCredential, Store, StoreError, Transition,
 };
 use rows::*;
 
@@ -90,6 +90,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0003_message_feedback.sql"),
     include_str!("migrations/0004_sticky_senders.sql"),
     include_str!("migrations/0005_route_attempts.sql"),
+    include_str!("migrations/0006_leases.sql"),
 ];
 /// First key of the advisory lock taken while migrating ("tern" in ASCII).
 const MIGRATION_LOCK_CLASS: i32 = 0x7465_726e;
@@ -148,6 +149,11 @@ fn now_ms() -> i64 {
 impl PostgresStore {
     /// Connections in the pool unless [`Self::connect_with`] says otherwise.
     pub const DEFAULT_POOL_SIZE: usize = 16;
+    /// The longest a call waits for a pooled connection, and for a new one to be made
+    /// (connecting included, unless the configuration sets its own `connect_timeout`):
+    /// while the server is down or overwhelmed, calls fail as unavailable after this
+    /// rather than pile up, and the API answers 503 instead of hanging.
+    pub const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
 
     /// Connects to `url` (`postgres://user@host:5432/db?options=…` or `host=… dbname=…`)
     /// with [`Self::DEFAULT_POOL_SIZE`] connections and applies pending migrations.
@@ -170,7 +176,7 @@ impl PostgresStore {
         pool_size: usize,
     ) -> Result<PostgresStore> {
         if config.get_connect_timeout().is_none() {
-            config.connect_timeout(Duration::from_secs(10));
+            config.connect_timeout(Self::ACQUIRE_TIMEOUT);
         }
         if config.get_application_name().is_none() {
             config.application_name("tern");
@@ -185,8 +191,8 @@ impl PostgresStore {
         let pool = Pool::builder(manager)
             .max_size(pool_size.max(1))
             .runtime(Runtime::Tokio1)
-            .wait_timeout(Some(Duration::from_secs(30)))
-            .create_timeout(Some(Duration::from_secs(15)))
+            .wait_timeout(Some(Self::ACQUIRE_TIMEOUT))
+            .create_timeout(Some(Self::ACQUIRE_TIMEOUT))
             .recycle_timeout(Some(Duration::from_secs(5)))
             .build()
             .map_err(|e| StoreError::Unavailable(describe(&e)))?;
@@ -577,6 +583,11 @@ fn corrupt(e: tokio_postgres::Error) -> StoreError {
 
 #[async_trait]
 impl Store for PostgresStore {
+    async fn ping(&self) -> Result<()> {
+        let c = self.client().await?;
+        exec(&c, "SELECT 1", &[]).await.map(|_| ())
+    }
+
     async fn create_account(&self, a: Account) -> Result<()> {
         let c = self.client().await?;
         let parent = a.parent_sid.map(|s| s.to_string());
@@ -1399,6 +1410,58 @@ impl Store for PostgresStore {
         )
         .await?;
         Ok(found.is_some())
+    }
+
+    async fn acquire_lease(
+        &self,
+        name: &str,
+        holder: &str,
+        ttl_ms: u32,
+        now: i64,
+    ) -> Result<Option<Lease>> {
+        // One statement: of concurrent inserts of a new name one wins and the others take
+        // the conflict path; there, under READ COMMITTED, the WHERE is evaluated against the
+        // newest committed version of the row once its writer is done, so two holders
+        // can never both see the lease as free.
+        let c = self.client().await?;
+        query_opt(
+            &c,
+            &format!(
+                "INSERT INTO leases ({LEASE_COLS}) VALUES ($1, $2, $3::bigint + $4::bigint, 1)
+                 ON CONFLICT (name) DO UPDATE SET holder = EXCLUDED.holder,
+                     expires_at = EXCLUDED.expires_at,
+                     epoch = leases.epoch + CASE
+                         WHEN leases.holder = EXCLUDED.holder AND leases.expires_at > $3
+                         THEN 0 ELSE 1 END
+                 WHERE leases.holder = EXCLUDED.holder OR leases.expires_at <= $3
+                 RETURNING {LEASE_COLS}"
+            ),
+            &[&name, &holder, &now, &i64::from(ttl_ms)],
+            lease_row,
+        )
+        .await
+    }
+
+    async fn release_lease(&self, name: &str, holder: &str) -> Result<bool> {
+        let c = self.client().await?;
+        let released = exec(
+            &c,
+            "UPDATE leases SET expires_at = 0 WHERE name = $1 AND holder = $2 AND expires_at <> 0",
+            &[&name, &holder],
+        )
+        .await?;
+        Ok(released > 0)
+    }
+
+    async fn leases(&self, prefix: &str) -> Result<Vec<Lease>> {
+        let c = self.client().await?;
+        query_all(
+            &c,
+            &format!("SELECT {LEASE_COLS} FROM leases WHERE starts_with(name, $1) ORDER BY name"),
+            &[&prefix],
+            lease_row,
+        )
+        .await
     }
 
     async fn pending_jobs(&self) -> Result<Vec<Job>> {

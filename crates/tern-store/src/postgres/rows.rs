@@ -8,7 +8,7 @@ use tokio_postgres::types::{FromSql, Json, ToSql};
 
 use super::map_pg;
 use crate::{
-    Account, AccountStatus, ApiKey, AttemptResult, Feedback, FeedbackOutcome, Message,
+    Account, AccountStatus, ApiKey, AttemptResult, Feedback, FeedbackOutcome, Lease, Message,
     MessagingService, PhoneNumber, Result, RouteAttempt, SmppCredential, StoreError,
 };
 
@@ -19,6 +19,7 @@ pub const NUMBER_COLS: &str = "sid, account_sid, phone_number, config, created, 
 pub const SERVICE_COLS: &str = "sid, account_sid, config, created, updated";
 pub const SMPP_COLS: &str = "sid, account_sid, system_id, password_hash, friendly_name, created";
 pub const FEEDBACK_COLS: &str = "message_sid, outcome, created, updated";
+pub const LEASE_COLS: &str = "name, holder, expires_at, epoch";
 pub const ATTEMPT_COLS: &str =
     "message_sid, carrier, prefix, at, result, carrier_message_id, error_code, reason";
 pub const JOB_COLS: &str = "id, kind, subject, run_at, attempts, payload";
@@ -182,6 +183,16 @@ pub fn feedback_row(r: &Row) -> Result<Feedback> {
             .ok_or_else(|| StoreError::Corrupt("feedback outcome NULL".into()))?,
         created: get(r, 2)?,
         updated: get(r, 3)?,
+    })
+}
+
+/// A row of [`LEASE_COLS`].
+pub fn lease_row(r: &Row) -> Result<Lease> {
+    Ok(Lease {
+        name: get(r, 0)?,
+        holder: get(r, 1)?,
+        expires_at: get(r, 2)?,
+        epoch: get(r, 3)?,
     })
 }
 

@@ -687,3 +687,52 @@ async fn an_unreachable_server_is_unavailable() {
     let err = PostgresStore::connect("not a url=").await.unwrap_err();
     assert!(matches!(err, StoreError::Unavailable(_)), "{err:?}");
 }
+
+/// A schema at version 5 (route attempts) gains leases, which can be taken at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_version_5_schema_gains_leases() {
+    in_schema(|schema| async move {
+        schema
+            .admin
+            .batch_execute(&format!(
+                "BEGIN;
+                 SET LOCAL search_path TO {name};
+                 {applied}
+                 CREATE TABLE schema_migrations (version BIGINT PRIMARY KEY, applied_at BIGINT NOT NULL);
+                 INSERT INTO schema_migrations VALUES (1, 0), (2, 0), (3, 0), (4, 0), (5, 0);
+                 COMMIT;",
+                name = schema.name,
+                applied = super::MIGRATIONS[..5].join("\n"),
+            ))
+            .await
+            .unwrap();
+        let store = schema.store(2).await;
+        let newest = i64::try_from(super::MIGRATIONS.len()).unwrap();
+        assert_eq!(store.schema_version().await.unwrap(), newest);
+        let lease = store.acquire_lease("leader", "a", 1_000, 5).await.unwrap();
+        assert_eq!(lease.map(|l| l.epoch), Some(1));
+        assert_eq!(schema.count("leases").await, 1);
+    })
+    .await;
+}
+
+/// A call that cannot get a connection fails as unavailable after the acquire timeout
+/// instead of waiting for one indefinitely (the API answers 503 rather than hang).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_that_cannot_get_a_connection_fails_instead_of_waiting() {
+    in_schema(|schema| async move {
+        let store = schema.store(1).await;
+        store.ping().await.unwrap();
+        let held = store.client().await.unwrap();
+        let waited = tokio::time::timeout(super::PostgresStore::ACQUIRE_TIMEOUT * 6, store.ping())
+            .await
+            .expect("the call waited on past the acquire timeout");
+        assert!(
+            matches!(waited, Err(StoreError::Unavailable(_))),
+            "{waited:?}"
+        );
+        drop(held);
+        store.ping().await.unwrap();
+    })
+    .await;
+}

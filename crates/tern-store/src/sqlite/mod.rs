@@ -19,9 +19,9 @@ use tern_types::{MessageStatus, Sid};
 use tokio::sync::oneshot;
 
 use crate::{
-    Account, AccountStatus, ApiKey, Feedback, FeedbackOutcome, FeedbackSet, Message, MessageQuery,
-    MessagingService, NewJob, NumberConfig, Page, PhoneNumber, Result, RouteAttempt, ServiceConfig,
-    SmppCredential, Store, StoreError, Transition,
+    Account, AccountStatus, ApiKey, Feedback, FeedbackOutcome, FeedbackSet, Lease, Message,
+    MessageQuery, MessagingService, NewJob, NumberConfig, Page, PhoneNumber, Result, RouteAttempt,
+    ServiceConfig, SmppCredential, Store, StoreError, Transition,
 };
 use rows::*;
 
@@ -32,6 +32,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0003_message_feedback.sql"),
     include_str!("migrations/0004_sticky_senders.sql"),
     include_str!("migrations/0005_route_attempts.sql"),
+    include_str!("migrations/0006_leases.sql"),
 ];
 /// Sticks a sender to a service's recipient unless another is stuck there that is not
 /// `?5` (NULL matches nothing), and returns the one stuck afterwards. The no-op update of
@@ -406,6 +407,15 @@ fn insert_attempts(conn: &Connection, attempts: &[RouteAttempt]) -> Result<()> {
 
 #[async_trait]
 impl Store for SqliteStore {
+    async fn ping(&self) -> Result<()> {
+        // Writes are what a closed store cannot do; reads would still work.
+        if self.writer.lock().map_err(unavailable)?.is_none() {
+            return Err(StoreError::Unavailable("store closed".into()));
+        }
+        self.lookup(|c| c.query_row("SELECT 1", [], |_| Ok(())).map_err(map_sql))
+            .await
+    }
+
     async fn create_account(&self, a: Account) -> Result<()> {
         self.write(move |c| {
             c.execute(
@@ -1195,6 +1205,65 @@ impl Store for SqliteStore {
 
     async fn insert_jobs(&self, jobs: Vec<NewJob>) -> Result<Vec<Job>> {
         self.write(move |c| insert_jobs(c, jobs)).await
+    }
+
+    async fn acquire_lease(
+        &self,
+        name: &str,
+        holder: &str,
+        ttl_ms: u32,
+        now: i64,
+    ) -> Result<Option<Lease>> {
+        // The single writer serialises contenders; the rule is the PostgreSQL store's.
+        let (name, holder) = (name.to_owned(), holder.to_owned());
+        self.write(move |c| {
+            query_opt(
+                c,
+                &format!(
+                    "INSERT INTO leases ({LEASE_COLS}) VALUES (?1, ?2, ?3 + ?4, 1)
+                     ON CONFLICT (name) DO UPDATE SET holder = excluded.holder,
+                         expires_at = excluded.expires_at,
+                         epoch = leases.epoch + CASE
+                             WHEN leases.holder = excluded.holder AND leases.expires_at > ?3
+                             THEN 0 ELSE 1 END
+                     WHERE leases.holder = excluded.holder OR leases.expires_at <= ?3
+                     RETURNING {LEASE_COLS}"
+                ),
+                params![name, holder, now, i64::from(ttl_ms)],
+                lease_row,
+            )
+        })
+        .await
+    }
+
+    async fn release_lease(&self, name: &str, holder: &str) -> Result<bool> {
+        let (name, holder) = (name.to_owned(), holder.to_owned());
+        self.write(move |c| {
+            c.execute(
+                "UPDATE leases SET expires_at = 0
+                 WHERE name = ?1 AND holder = ?2 AND expires_at <> 0",
+                params![name, holder],
+            )
+            .map(|n| n > 0)
+            .map_err(map_sql)
+        })
+        .await
+    }
+
+    async fn leases(&self, prefix: &str) -> Result<Vec<Lease>> {
+        let prefix = prefix.to_owned();
+        self.read(move |c| {
+            query_all(
+                c,
+                &format!(
+                    "SELECT {LEASE_COLS} FROM leases
+                     WHERE substr(name, 1, length(?1)) = ?1 ORDER BY name"
+                ),
+                [prefix],
+                lease_row,
+            )
+        })
+        .await
     }
 }
 

@@ -6,7 +6,7 @@ use tern_types::{Direction, MessageStatus, Sid};
 
 use super::map_sql;
 use crate::{
-    Account, AccountStatus, ApiKey, AttemptResult, Feedback, FeedbackOutcome, Message,
+    Account, AccountStatus, ApiKey, AttemptResult, Feedback, FeedbackOutcome, Lease, Message,
     MessagingService, PhoneNumber, Result, RouteAttempt, SmppCredential, StoreError,
 };
 
@@ -17,6 +17,7 @@ pub const NUMBER_COLS: &str = "sid, account_sid, phone_number, config, created, 
 pub const SERVICE_COLS: &str = "sid, account_sid, config, created, updated";
 pub const SMPP_COLS: &str = "sid, account_sid, system_id, password_hash, friendly_name, created";
 pub const FEEDBACK_COLS: &str = "message_sid, outcome, created, updated";
+pub const LEASE_COLS: &str = "name, holder, expires_at, epoch";
 pub const ATTEMPT_COLS: &str =
     "message_sid, carrier, prefix, at, result, carrier_message_id, error_code, reason";
 pub const MESSAGE_COLS: &str = "sid, account_sid, messaging_service_sid, direction, from_number, \
@@ -133,6 +134,15 @@ pub fn feedback_row(r: &Row) -> rusqlite::Result<Feedback> {
         outcome: outcome(r, 1)?,
         created: r.get(2)?,
         updated: r.get(3)?,
+    })
+}
+
+pub fn lease_row(r: &Row) -> rusqlite::Result<Lease> {
+    Ok(Lease {
+        name: r.get(0)?,
+        holder: r.get(1)?,
+        expires_at: r.get(2)?,
+        epoch: r.get(3)?,
     })
 }
 

@@ -151,3 +151,25 @@ async fn a_version_3_database_gains_sticky_senders() {
         "+14155550100"
     );
 }
+
+/// A database at version 5 (route attempts) gains leases, which can be taken at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_version_5_database_gains_leases() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tern.db");
+    {
+        let c = rusqlite::Connection::open(&path).unwrap();
+        for m in &super::MIGRATIONS[..5] {
+            c.execute_batch(m).unwrap();
+        }
+        c.execute_batch("PRAGMA user_version = 5").unwrap();
+    }
+    let store = SqliteStore::open(&path).unwrap();
+    let lease = crate::Store::acquire_lease(&store, "leader", "a", 1_000, 5)
+        .await
+        .unwrap();
+    assert_eq!(lease.map(|l| l.epoch), Some(1));
+    store.close();
+    let again = SqliteStore::open(&path).unwrap();
+    assert_eq!(crate::Store::leases(&again, "").await.unwrap().len(), 1);
+}

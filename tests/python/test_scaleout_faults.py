@@ -500,3 +500,52 @@ def test_a_killed_leader_is_replaced_and_its_work_finished_by_the_other_node(
              desc="a message after the takeover to be delivered")
     finally:
         smsc.stop()
+
+
+def slot_states(node: ServeNode, carrier: str = "smsc") -> list[str]:
+    r = requests.get(node.base_url + "/v1/Operator/Carriers", timeout=HTTP_TIMEOUT,
+                     headers={"Authorization": f"Bearer {OPERATOR_TOKEN}"})
+    assert r.status_code == 200, r.text
+    [c] = [c for c in r.json()["carriers"] if c["id"] == carrier]
+    return [b["state"] for b in sorted(c["binds"], key=lambda b: b["slot"])]
+
+
+def test_bind_slots_are_shared_by_the_nodes_and_a_dead_nodes_slots_move(cluster, tmp_path):
+    """A carrier allows two binds; two nodes share it: the first takes both, gives one
+    back when the second arrives (each then binds one), and when the first is killed the
+    second binds both. The carrier never sees more than its two connections."""
+    _pg, _nats, make = cluster
+    smsc = SimSmsc(tmp_path, "slots-smsc", ("--receipt-delay-ms", "50"))
+    smsc.start()
+    seen_max = 0
+
+    def connections() -> int:
+        nonlocal seen_max
+        n = smsc.stats()["connections"]
+        seen_max = max(seen_max, n)
+        return n
+
+    try:
+        carrier = carrier_config("smsc", smsc.port, binds=2)
+        a, b = make("slot-a", carrier), make("slot-b", carrier)
+        creds = a.bootstrap()
+        a.start()
+        poll(lambda: slot_states(a) == ["bound", "bound"], timeout=30, interval=0.1,
+             desc="the only node to bind both slots")
+        b.start()
+        poll(lambda: connections() <= 2 and slot_states(a).count("bound") == 1
+             and slot_states(b).count("bound") == 1, timeout=40, interval=0.1,
+             desc="one slot each")
+        a.kill9()
+        killed = time.monotonic()
+        poll(lambda: connections() <= 2 and slot_states(b) == ["bound", "bound"], timeout=40,
+             interval=0.1, desc="the survivor to bind both slots")
+        print(f"slots moved {time.monotonic() - killed:.1f} s after the kill")
+        client = make_client(b.base_url, creds["account_sid"], creds["auth_token"])
+        m = client.messages.create(to=random_number(), from_=creds["phone_numbers"][0],
+                                   body="after the move")
+        poll(lambda: client.messages(m.sid).fetch().status == "delivered", timeout=60,
+             desc="a message through the moved slots")
+        assert seen_max <= 2, f"the carrier saw {seen_max} connections"
+    finally:
+        smsc.stop()

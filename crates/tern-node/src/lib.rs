@@ -1,6 +1,7 @@
 //! A Tern node: configuration and the messaging engine that turns accepted messages into
 //! carrier submissions, receipts into status changes, and status changes into webhooks.
 
+pub mod binds;
 pub mod callbacks;
 pub mod config;
 pub mod engine;

@@ -24,12 +24,18 @@ pub struct Carriers {
     pub smpp: Vec<Arc<SmppCarrier>>,
     /// The simulators behind the built-in carriers (empty when the config declares some).
     pub simulators: Vec<SmscHandle>,
+    /// Whether the declared carriers' bind slots are leased (a shared store).
+    pub leased: bool,
 }
 
 impl Carriers {
+    /// Starts the declared carriers, or the built-in simulators. With `leased`, declared
+    /// carriers bind no slot until [`tern_node::binds::BindSlots`] leases them some (the
+    /// simulators are this process's own and never leased).
     pub async fn start(
         config: &Config,
         events: mpsc::Sender<CarrierEvent>,
+        leased: bool,
     ) -> anyhow::Result<Carriers> {
         let mut simulators = Vec::new();
         let declared = if config.carriers.is_empty() {
@@ -57,13 +63,15 @@ impl Carriers {
         } else {
             config.carriers.clone()
         };
+        let leased = leased && simulators.is_empty();
         let mut smpp = Vec::new();
         for c in &declared {
-            let carrier = SmppCarrier::start(c, events.clone())
+            let slots = leased.then(std::collections::BTreeSet::new);
+            let carrier = SmppCarrier::start_with_slots(c, events.clone(), slots)
                 .with_context(|| format!("invalid [[carrier]] {}", c.id))?;
             smpp.push(carrier);
         }
-        for c in &smpp {
+        for c in smpp.iter().filter(|_| !leased) {
             if tokio::time::timeout(BIND_WAIT, c.wait_until_bound())
                 .await
                 .is_err()
@@ -71,7 +79,11 @@ impl Carriers {
                 tracing::warn!(carrier = %c.status().id, "carrier not bound yet; messages wait for it");
             }
         }
-        Ok(Carriers { smpp, simulators })
+        Ok(Carriers {
+            smpp,
+            simulators,
+            leased,
+        })
     }
 
     pub fn as_dyn(&self) -> Vec<Arc<dyn Carrier>> {

@@ -257,12 +257,32 @@ pub async fn run(
     let store = backend.store();
     let operator_token = config.operator.resolve().map_err(anyhow::Error::msg)?;
     let (events_tx, events_rx) = tokio::sync::mpsc::channel(4096);
-    let carriers = Carriers::start(&config, events_tx).await?;
+    // Nodes sharing a store share the carriers' bind slots (a lease each).
+    let shared = config
+        .store
+        .url
+        .as_deref()
+        .is_some_and(|u| u.starts_with("postgres"));
+    let carriers = Carriers::start(&config, events_tx, shared).await?;
+    let lease_timing = tern_node::leader::LeaseTiming::new(
+        Duration::from_millis(config.node.leader_ttl_ms.into()),
+        Duration::from_millis(config.node.leader_renew_ms.into()),
+    );
+    let region = config.node.region.clone();
     let inbound_carrier = (!carriers.simulators.is_empty()).then(|| BUILT_IN[0].to_string());
     let smpp_settings = config.smpp.clone();
     let engine =
         Engine::new(store.clone(), queue, carriers.as_dyn(), config).map_err(anyhow::Error::msg)?;
     engine.start(events_rx).await?;
+    let bind_slots = carriers.leased.then(|| {
+        tern_node::binds::BindSlots::start(
+            store.clone(),
+            &region,
+            engine.leadership().holder(),
+            lease_timing,
+            carriers.smpp.clone(),
+        )
+    });
     if let Some(path) = config_path {
         tokio::spawn(reload_routes_on_hangup(path, engine.clone()));
     }
@@ -301,6 +321,9 @@ pub async fn run(
     smpp_task.abort();
     smpp_server.unbind_all();
     engine.drain(Duration::from_secs(10)).await;
+    if let Some(slots) = bind_slots {
+        slots.stop().await;
+    }
     carriers.shutdown().await;
     backend.close();
     tracing::info!("stopped");

@@ -220,6 +220,17 @@ impl SmppCarrier {
         config: &SmppCarrierConfig,
         events: mpsc::Sender<CarrierEvent>,
     ) -> Result<Arc<SmppCarrier>, ConfigError> {
+        Self::start_with_slots(config, events, None)
+    }
+
+    /// [`SmppCarrier::start`] binding only `slots` at first (`None`: all of them; see
+    /// [`SmppCarrier::set_active_slots`]) — for a node that must lease its slots before
+    /// it binds any.
+    pub fn start_with_slots(
+        config: &SmppCarrierConfig,
+        events: mpsc::Sender<CarrierEvent>,
+        slots: Option<BTreeSet<u16>>,
+    ) -> Result<Arc<SmppCarrier>, ConfigError> {
         let settings = config.resolve()?;
         let mut conns = Vec::new();
         for slot in 0..settings.binds {
@@ -248,7 +259,7 @@ impl SmppCarrier {
             phase: watch::Sender::new(Phase::Running),
             in_flight: watch::Sender::new(0),
             transmitting: watch::Sender::new(0),
-            active_slots: watch::Sender::new(None),
+            active_slots: watch::Sender::new(slots),
             task_ended: Notify::new(),
             settings,
         });

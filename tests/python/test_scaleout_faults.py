@@ -549,3 +549,65 @@ def test_bind_slots_are_shared_by_the_nodes_and_a_dead_nodes_slots_move(cluster,
         assert seen_max <= 2, f"the carrier saw {seen_max} connections"
     finally:
         smsc.stop()
+
+
+class Loads:
+    """Several loads seen as one (what `assert_every_accepted_message_ends_once` reads)."""
+
+    def __init__(self, loads: list[Load]):
+        self.loads = loads
+
+    def stop(self) -> None:
+        for load in self.loads:
+            load.stop()
+
+    @property
+    def accepted(self) -> list[str]:
+        return [s for load in self.loads for s in load.accepted]
+
+    @property
+    def unanswered(self) -> int:
+        return sum(load.unanswered for load in self.loads)
+
+    @property
+    def refused(self) -> collections.Counter:
+        return sum((load.refused for load in self.loads), collections.Counter())
+
+
+def test_three_nodes_under_load_lose_one_and_finish_everything_once(cluster, receiver, tmp_path):
+    """Three nodes share one carrier of three binds and take load on all three; the
+    first (the leader) is killed: another node leads, the dead node's bind slot is bound
+    by a survivor, and every message any node accepted is delivered, stored once, its
+    final status called back once (repeats only with the same idempotency token)."""
+    _pg, _nats, make = cluster
+    smsc = SimSmsc(tmp_path, "three-smsc", ("--receipt-delay-ms", "50"))
+    smsc.start()
+    try:
+        carrier = carrier_config("smsc", smsc.port, binds=3)
+        nodes = [make(f"three-{n}", carrier) for n in "abc"]
+        creds = nodes[0].bootstrap()
+        receiver.add_token(creds["account_sid"], creds["auth_token"])
+        for n in nodes:
+            n.start()
+        a, b, c = nodes
+        poll(lambda: a.operator_node()["is_leader"], timeout=30, desc="the first node to lead")
+        poll(lambda: all(slot_states(n).count("bound") == 1 for n in nodes), timeout=40,
+             interval=0.2, desc="one bind slot per node")
+        loads = Loads([Load(n.base_url, creds, receiver.url("three"), threads=2) for n in nodes])
+        try:
+            poll(lambda: len(loads.accepted) > 60, timeout=60, desc="load on every node")
+            a.kill9()
+            poll(lambda: b.operator_node()["is_leader"] or c.operator_node()["is_leader"],
+                 timeout=30, interval=0.2, desc="a survivor to lead")
+            poll(lambda: slot_states(b).count("bound") + slot_states(c).count("bound") == 3
+                 and smsc.stats()["connections"] <= 3, timeout=40, interval=0.2,
+                 desc="the dead node's bind slot to move")
+            # More load on the survivors after the move.
+            before = len(loads.accepted)
+            poll(lambda: len(loads.accepted) > before + 30, timeout=60, desc="load after the kill")
+        finally:
+            loads.stop()
+        raw = RawApi(b.base_url, creds["account_sid"], creds["auth_token"])
+        assert_every_accepted_message_ends_once(loads, raw, receiver)
+    finally:
+        smsc.stop()

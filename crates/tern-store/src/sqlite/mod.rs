@@ -322,6 +322,16 @@ fn insert_jobs(conn: &Connection, jobs: Vec<NewJob>) -> Result<Vec<Job>> {
         .collect()
 }
 
+/// The job `id` as stored now, if it still exists.
+fn job_by_id(conn: &Connection, id: i64) -> Result<Option<Job>> {
+    query_opt(
+        conn,
+        "SELECT id, kind, subject, run_at, attempts, payload FROM jobs WHERE id = ?1",
+        [id],
+        job_row,
+    )
+}
+
 fn delete_job(conn: &Connection, id: i64) -> Result<()> {
     conn.prepare_cached("DELETE FROM jobs WHERE id = ?1")
         .and_then(|mut s| s.execute([id]))
@@ -1178,12 +1188,7 @@ impl Store for SqliteStore {
             c.prepare_cached("UPDATE jobs SET attempts = attempts + 1, run_at = ?2 WHERE id = ?1")
                 .and_then(|mut s| s.execute(params![id, run_at]))
                 .map_err(map_sql)?;
-            query_opt(
-                c,
-                "SELECT id, kind, subject, run_at, attempts, payload FROM jobs WHERE id = ?1",
-                [id],
-                job_row,
-            )
+            job_by_id(c, id)
         })
         .await
     }
@@ -1193,12 +1198,7 @@ impl Store for SqliteStore {
             c.prepare_cached("UPDATE jobs SET run_at = ?2, payload = ?3 WHERE id = ?1")
                 .and_then(|mut s| s.execute(params![id, run_at, payload]))
                 .map_err(map_sql)?;
-            query_opt(
-                c,
-                "SELECT id, kind, subject, run_at, attempts, payload FROM jobs WHERE id = ?1",
-                [id],
-                job_row,
-            )
+            job_by_id(c, id)
         })
         .await
     }

@@ -132,19 +132,25 @@ fn renewals_leave_room_for_a_failed_one() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_leader_counts_a_peer_that_died_but_not_one_that_stopped() {
+    // The leader looks for dead peers within what is left of each renewal period: give
+    // it room for a slow store (tests writing SQLite in parallel) to answer meanwhile.
+    const PEERS: LeaseTiming = LeaseTiming {
+        ttl: Duration::from_millis(2_000),
+        renew: Duration::from_millis(500),
+    };
     let (_dir, store) = store();
-    let leader = Leadership::new(store.clone(), "local", "leader", TIMING);
+    let leader = Leadership::new(store.clone(), "local", "leader", PEERS);
     let mut leads = leader.subscribe();
     leader.start();
     until(&mut leads, true).await;
     let mut lost = leader.peers_lost();
-    let stopping = Leadership::new(store.clone(), "local", "stopping", TIMING);
-    let dying = Leadership::new(store.clone(), "local", "dying", TIMING);
+    let stopping = Leadership::new(store.clone(), "local", "stopping", PEERS);
+    let dying = Leadership::new(store.clone(), "local", "dying", PEERS);
     stopping.start();
     dying.start();
     tokio::time::timeout(DEADLINE, async {
         while store.leases("node/local/").await.unwrap().len() < 3 {
-            tokio::time::sleep(TIMING.renew / 4).await;
+            tokio::time::sleep(PEERS.renew / 4).await;
         }
     })
     .await
@@ -162,7 +168,7 @@ async fn the_leader_counts_a_peer_that_died_but_not_one_that_stopped() {
     let counted_at = leader.held().unwrap().expires_at;
     tokio::time::timeout(DEADLINE, async {
         while leader.held().is_none_or(|l| l.expires_at <= counted_at) {
-            tokio::time::sleep(TIMING.renew / 4).await;
+            tokio::time::sleep(PEERS.renew / 4).await;
         }
     })
     .await

@@ -63,6 +63,7 @@
 //!   locales, and a plain `STRING` already compares bytewise); partial indexes, `ON
 //!   CONFLICT`, `UPDATE … RETURNING` and data-modifying CTEs are supported.
 
+mod cache;
 mod rows;
 
 use std::time::Duration;
@@ -97,6 +98,8 @@ const MIGRATION_LOCK_CLASS: i32 = 0x7465_726e;
 
 pub struct PostgresStore {
     pool: Pool,
+    accounts: cache::ReadCache<Account>,
+    numbers: cache::ReadCache<PhoneNumber>,
 }
 
 impl std::fmt::Debug for PostgresStore {
@@ -196,7 +199,11 @@ impl PostgresStore {
             .recycle_timeout(Some(Duration::from_secs(5)))
             .build()
             .map_err(|e| StoreError::Unavailable(describe(&e)))?;
-        let store = PostgresStore { pool };
+        let store = PostgresStore {
+            pool,
+            accounts: cache::ReadCache::new(),
+            numbers: cache::ReadCache::new(),
+        };
         store.migrate().await?;
         Ok(store)
     }
@@ -610,14 +617,21 @@ impl Store for PostgresStore {
     }
 
     async fn account(&self, sid: Sid) -> Result<Option<Account>> {
+        if let Some(a) = self.accounts.get(sid.as_str()) {
+            return Ok(Some(a));
+        }
         let c = self.client().await?;
-        query_opt(
+        let a = query_opt(
             &c,
             &format!("SELECT {ACCOUNT_COLS} FROM accounts WHERE sid = $1"),
             &[&sid.as_str()],
             account_row,
         )
-        .await
+        .await?;
+        if let Some(a) = &a {
+            self.accounts.put(sid.as_str(), a.clone());
+        }
+        Ok(a)
     }
 
     async fn first_account(&self) -> Result<Option<Account>> {
@@ -654,8 +668,9 @@ impl Store for PostgresStore {
         status: Option<AccountStatus>,
         at: i64,
     ) -> Result<Option<Account>> {
+        self.accounts.forget(sid.as_str());
         let c = self.client().await?;
-        query_opt(
+        let updated = query_opt(
             &c,
             &format!(
                 "UPDATE accounts SET friendly_name = COALESCE($2, friendly_name),
@@ -670,7 +685,10 @@ impl Store for PostgresStore {
             ],
             account_row,
         )
-        .await
+        .await;
+        // Again after the write: a read racing it may have cached the old row.
+        self.accounts.forget(sid.as_str());
+        updated
     }
 
     async fn create_key(&self, k: ApiKey) -> Result<()> {
@@ -765,14 +783,21 @@ impl Store for PostgresStore {
     }
 
     async fn number_by_phone(&self, phone: &str) -> Result<Option<PhoneNumber>> {
+        if let Some(n) = self.numbers.get(phone) {
+            return Ok(Some(n));
+        }
         let c = self.client().await?;
-        query_opt(
+        let n = query_opt(
             &c,
             &format!("SELECT {NUMBER_COLS} FROM phone_numbers WHERE phone_number = $1"),
             &[&phone],
             number_row,
         )
-        .await
+        .await?;
+        if let Some(n) = &n {
+            self.numbers.put(phone, n.clone());
+        }
+        Ok(n)
     }
 
     async fn numbers(&self, account: Sid) -> Result<Vec<PhoneNumber>> {
@@ -794,6 +819,8 @@ impl Store for PostgresStore {
         cfg: NumberConfig,
         at: i64,
     ) -> Result<Option<PhoneNumber>> {
+        // Number writes are rare: forget every cached number rather than map sids.
+        self.numbers.clear();
         let mut c = self.client().await?;
         let tx = c.transaction().await.map_err(map_pg)?;
         // The merge is the model's; the row lock keeps a concurrent update from being lost.
@@ -816,10 +843,12 @@ impl Store for PostgresStore {
         )
         .await?;
         tx.commit().await.map_err(map_pg)?;
+        self.numbers.clear();
         Ok(Some(n))
     }
 
     async fn delete_number(&self, sid: Sid) -> Result<bool> {
+        self.numbers.clear();
         let c = self.client().await?;
         let deleted = exec(
             &c,
@@ -828,6 +857,7 @@ impl Store for PostgresStore {
             &[&sid.as_str()],
         )
         .await?;
+        self.numbers.clear();
         Ok(deleted > 0)
     }
 

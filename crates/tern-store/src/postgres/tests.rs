@@ -736,3 +736,63 @@ async fn a_call_that_cannot_get_a_connection_fails_instead_of_waiting() {
     })
     .await;
 }
+
+/// Accounts and numbers are cached for a second: a node sees its own writes at once and
+/// another node's within the cache's life; a row just created is never hidden by it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cached_rows_follow_this_nodes_writes_at_once_and_others_within_a_second() {
+    in_schema(|schema| async move {
+        let (here, there) = (schema.store(2).await, schema.store(2).await);
+        let a = account(&here).await;
+        assert!(here.account(a).await.unwrap().is_some());
+        assert!(there.account(a).await.unwrap().is_some());
+        let suspended = Some(crate::AccountStatus::Suspended);
+        here.update_account(a, None, suspended, 2).await.unwrap();
+        assert_eq!(
+            here.account(a).await.unwrap().unwrap().status,
+            crate::AccountStatus::Suspended
+        );
+        // The other node: at most a second late.
+        let deadline = std::time::Instant::now() + super::cache::TTL * 3;
+        while there.account(a).await.unwrap().unwrap().status != crate::AccountStatus::Suspended {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "another node's write never seen"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+
+        let phone = "+14155550199";
+        assert!(here.number_by_phone(phone).await.unwrap().is_none());
+        let n = crate::PhoneNumber {
+            sid: Sid::generate(SidPrefix::PhoneNumber),
+            account_sid: a,
+            phone_number: phone.into(),
+            config: crate::NumberConfig::default(),
+            created: 3,
+            updated: 3,
+        };
+        here.create_number(n.clone()).await.unwrap();
+        // Absent rows are not cached: the new number is found at once, on both nodes.
+        assert_eq!(here.number_by_phone(phone).await.unwrap(), Some(n.clone()));
+        assert_eq!(there.number_by_phone(phone).await.unwrap(), Some(n.clone()));
+        let cfg = crate::NumberConfig {
+            sms_url: Some("https://example.com/sms".into()),
+            ..Default::default()
+        };
+        here.update_number(n.sid, cfg, 4).await.unwrap();
+        assert_eq!(
+            here.number_by_phone(phone)
+                .await
+                .unwrap()
+                .unwrap()
+                .config
+                .sms_url
+                .as_deref(),
+            Some("https://example.com/sms")
+        );
+        assert!(here.delete_number(n.sid).await.unwrap());
+        assert!(here.number_by_phone(phone).await.unwrap().is_none());
+    })
+    .await;
+}

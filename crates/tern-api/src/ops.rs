@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::{MatchedPath, Request, State};
+use axum::extract::{MatchedPath, RawQuery, Request, State};
 use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -177,24 +177,12 @@ pub async fn operator_node(
     operator(&s, &headers, "/v1/Operator/Node")?;
     let node = s.engine.node();
     let leadership = s.engine.leadership();
-    let leases: Vec<serde_json::Value> = leadership
-        .leases()
-        .into_iter()
-        .map(|l| {
-            json!({
-                "name": l.name,
-                "holder": l.holder,
-                "expires_at": l.expires_at,
-                "epoch": l.epoch,
-            })
-        })
-        .collect();
     Ok(Json(json!({
         "name": node.name,
         "region": node.region,
         "holder": leadership.holder(),
         "is_leader": leadership.is_leader(),
-        "leases": leases,
+        "leases": leadership.leases(),
     })))
 }
 
@@ -214,7 +202,7 @@ pub async fn operator_route_attempts(
         .message(sid)
         .await?
         .ok_or_else(|| ApiError::not_found(&path))?;
-    let attempts = s.engine.route_attempts(sid).await?;
+    let attempts = s.store.route_attempts(sid).await?;
     Ok(Json(json!({
         "message_sid": m.sid,
         "account_sid": m.account_sid,
@@ -270,14 +258,10 @@ pub async fn operator_set_routes(
 pub async fn operator_events(
     State(s): State<Arc<AppState>>,
     headers: HeaderMap,
-    uri: Uri,
+    RawQuery(q): RawQuery,
 ) -> ApiResult<Json<serde_json::Value>> {
     operator(&s, &headers, "/v1/Operator/Events")?;
-    let kind = uri.query().and_then(|q| {
-        form_urlencoded::parse(q.as_bytes())
-            .find(|(k, _)| k == "Kind")
-            .map(|(_, v)| v.into_owned())
-    });
+    let kind = Params::parse(q.unwrap_or_default().as_bytes()).string("Kind");
     let events: Vec<_> = s
         .engine
         .recent_events()

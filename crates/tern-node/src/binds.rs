@@ -21,6 +21,7 @@ use std::sync::{Arc, Mutex};
 
 use tern_carriers::Carrier;
 use tern_carriers::smpp::SmppCarrier;
+use tern_domain::network::fnv1a;
 use tern_store::Store;
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -78,19 +79,6 @@ impl BindSlots {
         let task = tokio::spawn(slots.clone().run(slots.stop.subscribe()));
         *slots.task.lock().unwrap_or_else(|p| p.into_inner()) = Some(task);
         slots
-    }
-
-    /// The slots this node holds, per carrier id.
-    pub fn held(&self) -> BTreeMap<String, Vec<u16>> {
-        self.lock()
-            .iter()
-            .map(|h| {
-                (
-                    h.carrier.id().to_owned(),
-                    h.slots.keys().copied().collect::<Vec<_>>(),
-                )
-            })
-            .collect()
     }
 
     /// Stops leasing: the carriers unbind every slot and the leases are given back, so
@@ -282,24 +270,14 @@ impl BindSlots {
                 for slot in granted {
                     h.slots.insert(slot, trusted);
                 }
+                metrics::gauge!("tern_bind_slots_held", "carrier" => id.clone())
+                    .set(h.slots.len() as f64);
             }
-            metrics::gauge!("tern_bind_slots_held", "carrier" => id.clone()).set(
-                carriers
-                    .iter()
-                    .find(|h| Arc::ptr_eq(&h.carrier, &carrier))
-                    .map_or(0, |h| h.slots.len()) as f64,
-            );
         }
     }
 
     /// Where this node starts looking for a free slot (stable per holder).
     fn start_slot(&self, total: u16) -> u16 {
-        // FNV-1a of the holder: stable across builds, unlike the std hasher.
-        let mut h: u32 = 0x811c_9dc5;
-        for b in self.holder.bytes() {
-            h ^= u32::from(b);
-            h = h.wrapping_mul(0x0100_0193);
-        }
-        u16::try_from(h % u32::from(total)).unwrap_or(0)
+        u16::try_from(fnv1a(self.holder.bytes()) % u64::from(total)).unwrap_or(0)
     }
 }

@@ -291,11 +291,6 @@ impl Engine {
         &self.counters
     }
 
-    /// The route attempts of a message, oldest first.
-    pub async fn route_attempts(&self, sid: Sid) -> Result<Vec<RouteAttempt>, StoreError> {
-        self.store.route_attempts(sid).await
-    }
-
     /// Every carrier × route path the Super Network knows, with its health and estimates.
     pub fn network_snapshot(&self) -> Vec<PathView> {
         self.brain.snapshot()

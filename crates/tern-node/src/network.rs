@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use serde::Deserialize;
 use tern_domain::Route;
 use tern_domain::network::{
-    Candidate, Health, HealthConfig, Network, PathKey, PathView, Signal, Transition,
+    Candidate, Health, HealthConfig, Network, PathKey, PathView, Signal, Transition, fnv1a,
 };
 use tern_types::Sid;
 use tokio::sync::watch;
@@ -89,17 +89,12 @@ pub(crate) struct ResendCandidate {
     pub key: PathKey,
 }
 
-/// The resend budget: a token bucket refilled at `resend_max_per_sec`.
-struct Budget {
-    tokens: f64,
-    at_ms: u64,
-}
-
 pub(crate) struct Brain {
     learn: bool,
     link_down_after: Duration,
     resend: ResendSettings,
-    budget: Mutex<Budget>,
+    /// The resend budget: `resend_max_per_sec` with [`RESEND_BURST_MS`] of burst.
+    budget: Mutex<Rate>,
     /// Events (kind, fields) not yet handed to the bus; [`Brain::take_events`] drains it.
     outbox: Mutex<Vec<(&'static str, serde_json::Value)>>,
     /// `max_mps` state per (route prefix, carrier).
@@ -135,22 +130,30 @@ impl Pick {
     }
 }
 
-/// A route's `max_mps` for one carrier: the generic cell rate algorithm (virtual
-/// scheduling) with a burst of one second's worth.
-#[derive(Debug, Clone, Copy)]
+/// How far a route's `max_mps` lets a carrier run ahead of its steady rate.
+const MAX_MPS_BURST_MS: f64 = 1_000.0;
+/// How far resends may run ahead of `resend_max_per_sec`.
+const RESEND_BURST_MS: f64 = 5_000.0;
+
+/// A rate of `mps` messages a second that lets `burst_ms` worth run ahead: the generic
+/// cell rate algorithm (virtual scheduling). Serves a route's `max_mps` per carrier and
+/// the node's resend budget. Starts with its whole burst available.
+#[derive(Debug, Clone, Copy, Default)]
 struct Rate {
     /// The theoretical time (ms) the next message is due.
     next_ms: f64,
 }
 
 impl Rate {
-    /// Takes a slot now if the carrier is within its rate.
-    fn try_take(&mut self, mps: f64, now_ms: u64) -> bool {
+    /// Takes a slot now if within the rate (never for a rate of zero).
+    fn try_take(&mut self, mps: f64, burst_ms: f64, now_ms: u64) -> bool {
+        if mps <= 0.0 {
+            return false;
+        }
         let now = now_ms as f64;
         let interval = 1000.0 / mps;
         let start = self.next_ms.max(now);
-        // Up to one second of messages may run ahead of the steady rate.
-        if start - now > 1000.0 - interval {
+        if start - now > burst_ms - interval {
             return false;
         }
         self.next_ms = start + interval;
@@ -158,13 +161,13 @@ impl Rate {
     }
 
     /// Reserves the next slot whatever the backlog; the milliseconds to wait for it.
-    fn reserve(&mut self, mps: f64, now_ms: u64) -> u64 {
+    fn reserve(&mut self, mps: f64, burst_ms: f64, now_ms: u64) -> u64 {
         let now = now_ms as f64;
         let interval = 1000.0 / mps;
         let start = self.next_ms.max(now);
         self.next_ms = start + interval;
         // The slot's start minus the burst allowance (which is already in use).
-        (start - now - (1000.0 - interval)).max(0.0).ceil() as u64
+        (start - now - (burst_ms - interval)).max(0.0).ceil() as u64
     }
 }
 
@@ -191,13 +194,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 /// A seed per message and attempt, so a message's probe decision is stable across calls.
 fn seed(sid: &Sid, attempt: u32) -> u64 {
-    // FNV-1a: stable across builds, unlike the std hasher.
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in sid.as_str().bytes().chain(attempt.to_le_bytes()) {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    h
+    fnv1a(sid.as_str().bytes().chain(attempt.to_le_bytes()))
 }
 
 impl Brain {
@@ -215,10 +212,7 @@ impl Brain {
             resend,
             rates: Mutex::new(HashMap::new()),
             outbox: Mutex::new(Vec::new()),
-            budget: Mutex::new(Budget {
-                tokens: resend.max_per_sec * 5.0,
-                at_ms: 0,
-            }),
+            budget: Mutex::new(Rate::default()),
             origin: Instant::now(),
             network: Mutex::new(Network::new(config.health.clone())),
             tracker: Mutex::new(Tracker::default()),
@@ -286,8 +280,8 @@ impl Brain {
             };
             let rate = rates
                 .entry((route.key().to_owned(), c.clone()))
-                .or_insert(Rate { next_ms: 0.0 });
-            if rate.try_take(mps, now) {
+                .or_default();
+            if rate.try_take(mps, MAX_MPS_BURST_MS, now) {
                 return Some(Pick::now(c, describe(i), &full));
             }
             full.push(c.clone());
@@ -304,8 +298,8 @@ impl Brain {
         let mps = route.max_mps.get(c).copied().unwrap_or(f64::MAX);
         let rate = rates
             .entry((route.key().to_owned(), c.clone()))
-            .or_insert(Rate { next_ms: 0.0 });
-        let wait_ms = rate.reserve(mps, now);
+            .or_default();
+        let wait_ms = rate.reserve(mps, MAX_MPS_BURST_MS, now);
         Some(Pick {
             carrier: c.clone(),
             reason: format!("{}; every carrier at its max_mps", describe(i)),
@@ -414,17 +408,7 @@ impl Brain {
     /// Takes one resend from the budget; `false` when it is spent.
     pub fn take_resend(&self) -> bool {
         let now = self.now_ms();
-        let mut b = lock(&self.budget);
-        let rate = self.resend.max_per_sec;
-        let elapsed_s = now.saturating_sub(b.at_ms) as f64 / 1000.0;
-        b.tokens = (b.tokens + elapsed_s * rate).min(rate * 5.0);
-        b.at_ms = now;
-        if b.tokens >= 1.0 {
-            b.tokens -= 1.0;
-            true
-        } else {
-            false
-        }
+        lock(&self.budget).try_take(self.resend.max_per_sec, RESEND_BURST_MS, now)
     }
 
     /// Time-driven moves and overdue receipts; called every ~100 ms. Returns the overdue

@@ -196,7 +196,7 @@ async fn messages_a_silent_carrier_took_are_resent_on_the_next_one() {
     let counters = s.engine.resend_counters();
     assert_eq!(counters.resent.load(Ordering::Relaxed), taken_by_a);
     // One of them, from the start: taken by a, given up, taken by b.
-    let first = s.engine.route_attempts(sids[0]).await.unwrap();
+    let first = s.store.route_attempts(sids[0]).await.unwrap();
     let results: Vec<(&str, AttemptResult)> = first
         .iter()
         .map(|a| (a.carrier.as_str(), a.result))
@@ -247,7 +247,7 @@ async fn undelivered_messages_of_a_failing_path_are_resent_unless_resends_are_of
                 .iter()
                 .find(|m| m.carrier.as_deref() == Some("b"))
                 .unwrap();
-            let attempts = s.engine.route_attempts(m.sid).await.unwrap();
+            let attempts = s.store.route_attempts(m.sid).await.unwrap();
             assert!(
                 attempts
                     .iter()
@@ -382,7 +382,7 @@ async fn route_terms_cap_rank_and_swap() {
         .iter()
         .find(|m| m.carrier.as_deref() == Some("b"))
         .unwrap();
-    let attempts = s.engine.route_attempts(spilled.sid).await.unwrap();
+    let attempts = s.store.route_attempts(spilled.sid).await.unwrap();
     assert!(attempts[0].reason.contains("a at max_mps"), "{attempts:?}");
 
     // Cost: b is cheaper, so b takes everything while both are healthy.

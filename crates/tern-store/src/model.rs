@@ -348,7 +348,7 @@ pub struct FeedbackSet {
 
 /// A named lease: who may do one piece of work (lead a region…) until `expires_at`.
 /// Holders renew before it runs out; once it has, anyone may take it over.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Lease {
     pub name: String,
     pub holder: String,

@@ -99,7 +99,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::Serialize;
 
 pub use health::{Health, HealthConfig, Totals, Transition, is_allowed, share_target};
-pub use ranking::Candidate;
+pub use ranking::{Candidate, fnv1a};
 pub use signal::{PathKey, Signal};
 
 use health::PathState;

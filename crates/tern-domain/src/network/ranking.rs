@@ -57,9 +57,11 @@ impl Candidate {
 const PROBE_SALT: u64 = 0x9e37_79b9_7f4a_7c15;
 const CAP_SALT: u64 = 0xd1b5_4a32_d192_ed03;
 
-fn fnv1a(s: &str) -> u64 {
+/// FNV-1a: a hash that is stable across builds and platforms (unlike the std hasher), for
+/// decisions that must come out the same for the same input.
+pub fn fnv1a(bytes: impl IntoIterator<Item = u8>) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in s.bytes() {
+    for b in bytes {
         h ^= u64::from(b);
         h = h.wrapping_mul(0x0000_0100_0000_01b3);
     }
@@ -76,7 +78,7 @@ fn splitmix64(mut x: u64) -> u64 {
 /// Whether `seed` falls in the `share` of seeds selected for `carrier` (salted, so
 /// different purposes and carriers draw independently).
 pub fn picked(seed: u64, salt: u64, carrier: &str, share: f64) -> bool {
-    let h = splitmix64(seed ^ splitmix64(fnv1a(carrier) ^ salt));
+    let h = splitmix64(seed ^ splitmix64(fnv1a(carrier.bytes()) ^ salt));
     let threshold = (clamp01(share) * 10_000.0).round() as u64;
     h % 10_000 < threshold
 }

@@ -19,7 +19,7 @@ use tern_types::{MessageStatus, Sid};
 
 pub use model::*;
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     /// A uniqueness rule was broken (a number already provisioned…).
     #[error("conflict: {0}")]

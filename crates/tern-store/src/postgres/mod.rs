@@ -4,19 +4,19 @@
 //!
 //! # What differs from the SQLite store
 //!
-//! - **Concurrency.** There is no single writer thread and no group commit: every call takes
-//!   a pooled connection and commits its own transaction, so writers run in parallel and
-//!   each commit is its own WAL flush on the server. Compare-and-set still holds under
-//!   READ COMMITTED, because PostgreSQL re-checks `WHERE status = $expected` against the
-//!   newest row version after waiting for a concurrent writer of the same row.
-//! - **Fewer round trips instead of batching.** Every write a message's life makes is one
-//!   statement, so one round trip and atomic without an explicit transaction: a transition
+//! - **Concurrency.** There is no single writer: calls take pooled connections and run in
+//!   parallel. The message pipeline's writes (new messages, transitions, completed jobs)
+//!   are committed in groups by a few writer tasks (see `group`), so one WAL flush covers
+//!   many of them as the SQLite writer's batches do; every other write commits on its own.
+//!   Compare-and-set still holds under READ COMMITTED, because PostgreSQL re-checks
+//!   `WHERE status = $expected` against the newest row version after waiting for a
+//!   concurrent writer of the same row.
+//! - **Few statements.** Every write a message's life makes is one statement: a transition
 //!   (a data-modifying CTE updates the message, writes the event, deletes the completed job
-//!   and writes the new jobs, all conditioned on the compare-and-set); `insert_message`
-//!   (message, event and jobs); `insert_jobs`; `complete_jobs` (`DELETE … WHERE id = $1`,
-//!   or `= ANY($1)` for several); deletes cascade through CTEs. [`Store::transitions`] runs
-//!   in one transaction with a savepoint per transition, so one commit covers the batch and
-//!   one failure undoes only its own transition.
+//!   and writes the new jobs, all conditioned on the compare-and-set); new messages (all of
+//!   a batch in one multi-row statement, with their events and jobs); `insert_jobs`;
+//!   `complete_jobs` (`DELETE … WHERE id = $1`, or `= ANY($1)` for several); deletes
+//!   cascade through CTEs.
 //! - **Prepared once, planned once.** Statements are prepared per connection and written so
 //!   that PostgreSQL settles on their generic plans: a statement whose generic plan looks
 //!   costlier than its custom ones (`= ANY($1)`, `generate_series` over a parameter) is
@@ -64,6 +64,7 @@
 //!   CONFLICT`, `UPDATE … RETURNING` and data-modifying CTEs are supported.
 
 mod cache;
+mod group;
 mod rows;
 
 use std::time::Duration;
@@ -98,6 +99,8 @@ const MIGRATION_LOCK_CLASS: i32 = 0x7465_726e;
 
 pub struct PostgresStore {
     pool: Pool,
+    /// The message pipeline's writes, committed in groups.
+    group: group::GroupCommit,
     accounts: cache::ReadCache<Account>,
     numbers: cache::ReadCache<PhoneNumber>,
 }
@@ -200,6 +203,7 @@ impl PostgresStore {
             .build()
             .map_err(|e| StoreError::Unavailable(describe(&e)))?;
         let store = PostgresStore {
+            group: group::GroupCommit::start(pool.clone()),
             pool,
             accounts: cache::ReadCache::new(),
             numbers: cache::ReadCache::new(),
@@ -1114,72 +1118,7 @@ impl Store for PostgresStore {
     }
 
     async fn insert_message(&self, m: Message, jobs: Vec<NewJob>) -> Result<Vec<Job>> {
-        // One statement: atomic without an explicit transaction.
-        let sql = format!(
-            "WITH m AS (
-                INSERT INTO messages ({MESSAGE_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9,
-                    $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21)
-                RETURNING sid, status, created, error_code
-            )
-            INSERT INTO message_events (message_sid, status, at, error_code)
-            SELECT sid, status, created, error_code FROM m"
-        );
-        let service = m.messaging_service_sid.map(|s| s.to_string());
-        let error_code = m.error_code.map(i64::from);
-        let (segments, media, validity) = (
-            i64::from(m.num_segments),
-            i64::from(m.num_media),
-            i64::from(m.validity_secs),
-        );
-        let params: [&(dyn ToSql + Sync); 21] = [
-            &m.sid.as_str(),
-            &m.account_sid.as_str(),
-            &service,
-            &m.direction.as_str(),
-            &m.from,
-            &m.to,
-            &m.body,
-            &m.status.as_str(),
-            &error_code,
-            &segments,
-            &media,
-            &m.status_callback,
-            &validity,
-            &m.send_at,
-            &m.carrier,
-            &m.carrier_message_id,
-            &m.raw_dlr_done_date,
-            &m.provide_feedback,
-            &m.created,
-            &m.updated,
-            &m.sent,
-        ];
-        let c = self.client().await?;
-        if jobs.is_empty() {
-            exec(&c, &sql, &params).await?;
-            return Ok(Vec::new());
-        }
-        // Message, event and jobs in one statement: atomic without an explicit transaction,
-        // and one round trip.
-        let sql = format!(
-            "WITH m AS (
-                INSERT INTO messages ({MESSAGE_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9,
-                    $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21)
-                RETURNING sid, status, created, error_code
-            ), ev AS (
-                INSERT INTO message_events (message_sid, status, at, error_code)
-                SELECT sid, status, created, error_code FROM m
-            ), {}
-            SELECT {JOB_IDS}",
-            job_ctes(22, "TRUE")
-        );
-        let job_params = JobParams::new(&jobs);
-        let all: Vec<&(dyn ToSql + Sync)> =
-            params.iter().copied().chain(job_params.params()).collect();
-        let ids: Vec<i64> = query_opt(&c, &sql, &all, |r| r.try_get(0).map_err(corrupt))
-            .await?
-            .ok_or_else(|| StoreError::Unavailable("insert returned no ids".into()))?;
-        with_ids(jobs, ids)
+        self.group.insert_message(m, jobs).await
     }
 
     async fn message(&self, sid: Sid) -> Result<Option<Message>> {
@@ -1280,33 +1219,12 @@ impl Store for PostgresStore {
     }
 
     async fn transition(&self, t: Transition) -> Result<Vec<Job>> {
-        let c = self.client().await?;
-        // One statement (see `apply_transition`): atomic without an explicit transaction.
-        apply_transition(&c, t).await
+        self.group.transition(t).await
     }
 
     async fn transitions(&self, ts: Vec<Transition>) -> Result<Vec<Result<Vec<Job>>>> {
-        if ts.is_empty() {
-            return Ok(Vec::new());
-        }
-        let mut c = self.client().await?;
-        let mut tx = c.transaction().await.map_err(map_pg)?;
-        let mut out = Vec::with_capacity(ts.len());
-        for t in ts {
-            let sp = tx.savepoint("transition").await.map_err(map_pg)?;
-            match apply_transition(&sp, t).await {
-                Ok(jobs) => {
-                    sp.commit().await.map_err(map_pg)?;
-                    out.push(Ok(jobs));
-                }
-                Err(e) => {
-                    sp.rollback().await.map_err(map_pg)?;
-                    out.push(Err(e));
-                }
-            }
-        }
-        tx.commit().await.map_err(map_pg)?;
-        Ok(out)
+        // Each on its own, all at once: the writers commit them together.
+        Ok(futures_util::future::join_all(ts.into_iter().map(|t| self.group.transition(t))).await)
     }
 
     async fn redact_message(&self, sid: Sid, at: i64) -> Result<Option<Message>> {
@@ -1509,14 +1427,7 @@ impl Store for PostgresStore {
         if ids.is_empty() {
             return Ok(());
         }
-        let c = self.client().await?;
-        if let [id] = ids[..] {
-            // The usual case; unlike `= ANY`, it gets a generic plan (no planning per call).
-            exec(&c, "DELETE FROM jobs WHERE id = $1", &[&id]).await?;
-        } else {
-            exec(&c, "DELETE FROM jobs WHERE id = ANY($1::bigint[])", &[&ids]).await?;
-        }
-        Ok(())
+        self.group.complete_jobs(ids).await
     }
 
     async fn retry_job(&self, id: i64, run_at: i64) -> Result<Option<Job>> {

@@ -485,6 +485,73 @@ async fn concurrent_transitions_from_one_status_let_exactly_one_win() {
     .await;
 }
 
+/// Concurrent pipeline writes are committed in groups; a write that fails (a duplicate
+/// sid) fails alone, a compare-and-set that does not hold answers `StaleStatus`, and every
+/// other write of the same batches lands with its jobs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grouped_writes_answer_each_caller_and_one_bad_write_fails_alone() {
+    in_schema(|schema| async move {
+        let store = Arc::new(schema.store(4).await);
+        let a = account(&*store).await;
+        let first = crate::conformance::message(a, 10, "+14155550000");
+        let first_jobs = store
+            .insert_message(first.clone(), vec![new_job(first.sid, JobKind::Route, "")])
+            .await
+            .unwrap();
+        let mut tasks = Vec::new();
+        for i in 0..300 {
+            let store = store.clone();
+            let m = crate::conformance::message(a, 11 + i, &format!("+1415555{i:04}"));
+            tasks.push(tokio::spawn(async move {
+                let jobs = vec![
+                    new_job(m.sid, JobKind::Route, &format!("r{i}")),
+                    new_job(m.sid, JobKind::Webhook, &format!("w{i}")),
+                ];
+                let written = store.insert_message(m.clone(), jobs).await?;
+                assert_eq!(written.len(), 2);
+                assert_eq!(written[0].payload, format!("r{i}"));
+                assert_eq!(written[1].payload, format!("w{i}"));
+                assert!(written[0].id < written[1].id);
+                let mut t =
+                    Transition::new(m.sid, MessageStatus::Queued, MessageStatus::Sending, 20);
+                t.done_job = Some(written[0].id);
+                let created = store.transition(t.clone()).await?;
+                assert!(created.is_empty());
+                // Replayed: the compare-and-set no longer holds.
+                assert!(matches!(
+                    store.transition(t).await,
+                    Err(StoreError::StaleStatus(MessageStatus::Sending))
+                ));
+                store.complete_jobs(vec![written[1].id]).await?;
+                Ok::<_, StoreError>(())
+            }));
+        }
+        // The same sid again, among them: only it fails.
+        let dup = {
+            let store = store.clone();
+            let first = first.clone();
+            tokio::spawn(async move {
+                store
+                    .insert_message(
+                        first.clone(),
+                        vec![new_job(first.sid, JobKind::Route, "dup")],
+                    )
+                    .await
+            })
+        };
+        for t in tasks {
+            t.await.unwrap().unwrap();
+        }
+        assert!(matches!(dup.await.unwrap(), Err(StoreError::Conflict(_))));
+        assert!(store.group.largest_batch() > 1, "no write was grouped");
+        assert_eq!(schema.count("messages").await, 301);
+        assert_eq!(schema.count("messages WHERE status = 'sending'").await, 300);
+        assert_eq!(schema.count("message_events").await, 301 + 300);
+        assert_eq!(store.pending_jobs().await.unwrap(), first_jobs);
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_transition_writes_nothing() {
     in_schema(|schema| async move {

@@ -1,0 +1,393 @@
+//! Group commit for the message pipeline's writes: new messages, transitions and
+//! completed jobs.
+//!
+//! Every such write goes through one bounded queue; a few writer tasks each take
+//! everything waiting and write it in one transaction on one connection: the new messages
+//! in one multi-row statement, the completed jobs in one `DELETE`, the transitions as
+//! pipelined statements (each still its own compare-and-set). One commit, so one WAL
+//! flush, then covers the whole batch, and no caller hears "done" before that commit.
+//! Under load the batches grow by themselves (the writers are busy while more arrive);
+//! when idle, a write runs alone in autocommit as before, with no added latency.
+//!
+//! A batch that fails as a whole (a unique violation, a deadlock with another batch, a
+//! lost connection) is rolled back and every write in it is run again alone, so each
+//! caller gets its own answer and one bad write never fails the others. A compare-and-set
+//! that does not hold is an answer (`StaleStatus`), not a failure: it fails no batch.
+//!
+//! Savepoints are not used: PostgreSQL keeps at most 64 subtransactions per backend in
+//! shared memory, and past that every snapshot in the database has to look up
+//! `pg_subtrans`, slowing all sessions.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use deadpool_postgres::{GenericClient, Pool};
+use futures_util::future::join_all;
+use tern_bus::Job;
+use tokio::sync::{Mutex, mpsc, oneshot};
+use tokio_postgres::types::ToSql;
+
+use super::rows::{MESSAGE_COLS, exec, query_opt};
+use super::{JOB_IDS, JobParams, apply_transition, corrupt, job_ctes, map_pg, map_pool, with_ids};
+use crate::{Message, NewJob, Result, StoreError, Transition};
+
+/// Writer tasks: while one commits (waiting for its WAL flush), the others gather and run
+/// the next batches.
+const WRITERS: usize = 4;
+/// The most writes in one transaction: bounds a batch's latency, locks and memory.
+const MAX_BATCH: usize = 512;
+/// Writes waiting for a writer; past this, callers wait to enqueue (back-pressure).
+const QUEUE: usize = 8192;
+
+/// A write and where its answer goes.
+enum Op {
+    Insert(Message, Vec<NewJob>, oneshot::Sender<Result<Vec<Job>>>),
+    Transition(Transition, oneshot::Sender<Result<Vec<Job>>>),
+    Complete(Vec<i64>, oneshot::Sender<Result<()>>),
+}
+
+/// What a write came to.
+enum Outcome {
+    Jobs(Result<Vec<Job>>),
+    Done(Result<()>),
+}
+
+impl Op {
+    fn reply(self, outcome: Outcome) {
+        // A caller that stopped waiting (its request was dropped) needs no answer.
+        match (self, outcome) {
+            (Op::Insert(.., tx) | Op::Transition(_, tx), Outcome::Jobs(r)) => {
+                let _ = tx.send(r);
+            }
+            (Op::Complete(_, tx), Outcome::Done(r)) => {
+                let _ = tx.send(r);
+            }
+            (op, _) => op.fail(StoreError::Corrupt("a write got another's answer".into())),
+        }
+    }
+
+    fn fail(self, e: StoreError) {
+        match self {
+            Op::Insert(.., tx) | Op::Transition(_, tx) => {
+                let _ = tx.send(Err(e));
+            }
+            Op::Complete(_, tx) => {
+                let _ = tx.send(Err(e));
+            }
+        }
+    }
+}
+
+/// The queue in front of the writer tasks. The tasks end when it is dropped.
+pub(super) struct GroupCommit {
+    tx: mpsc::Sender<Op>,
+    /// The most writes one batch has held (for tests to see that batching happens).
+    largest: Arc<AtomicUsize>,
+}
+
+impl GroupCommit {
+    /// Starts the writer tasks on the current Tokio runtime.
+    pub(super) fn start(pool: Pool) -> GroupCommit {
+        let (tx, rx) = mpsc::channel(QUEUE);
+        let rx = Arc::new(Mutex::new(rx));
+        let largest = Arc::new(AtomicUsize::new(0));
+        for _ in 0..WRITERS {
+            tokio::spawn(run_writer(pool.clone(), rx.clone(), largest.clone()));
+        }
+        GroupCommit { tx, largest }
+    }
+
+    #[cfg(test)]
+    pub(super) fn largest_batch(&self) -> usize {
+        self.largest.load(Ordering::Relaxed)
+    }
+
+    pub(super) async fn insert_message(&self, m: Message, jobs: Vec<NewJob>) -> Result<Vec<Job>> {
+        let (tx, rx) = oneshot::channel();
+        self.submit(Op::Insert(m, jobs, tx), rx).await
+    }
+
+    pub(super) async fn transition(&self, t: Transition) -> Result<Vec<Job>> {
+        let (tx, rx) = oneshot::channel();
+        self.submit(Op::Transition(t, tx), rx).await
+    }
+
+    pub(super) async fn complete_jobs(&self, ids: Vec<i64>) -> Result<()> {
+        let (tx, rx) = oneshot::channel();
+        self.submit(Op::Complete(ids, tx), rx).await
+    }
+
+    async fn submit<T>(&self, op: Op, rx: oneshot::Receiver<Result<T>>) -> Result<T> {
+        let gone = || StoreError::Unavailable("the store's writers have stopped".into());
+        self.tx.send(op).await.map_err(|_| gone())?;
+        rx.await.map_err(|_| gone())?
+    }
+}
+
+async fn run_writer(pool: Pool, rx: Arc<Mutex<mpsc::Receiver<Op>>>, largest: Arc<AtomicUsize>) {
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    loop {
+        {
+            // One writer gathers at a time; it lets go as soon as it has a batch, so the
+            // next batch gathers while this one is written.
+            let mut rx = rx.lock().await;
+            if rx.recv_many(&mut batch, MAX_BATCH).await == 0 {
+                return;
+            }
+        }
+        metrics::histogram!("tern_store_commit_batch_size").record(batch.len() as f64);
+        largest.fetch_max(batch.len(), Ordering::Relaxed);
+        run_batch(&pool, std::mem::take(&mut batch)).await;
+    }
+}
+
+async fn run_batch(pool: &Pool, ops: Vec<Op>) {
+    let mut client = match pool.get().await {
+        Ok(c) => c,
+        Err(e) => {
+            let e = map_pool(e);
+            for op in ops {
+                op.fail(e.clone());
+            }
+            return;
+        }
+    };
+    if ops.len() > 1 {
+        match together(&mut client, &ops).await {
+            Ok(outcomes) => {
+                for (op, outcome) in ops.into_iter().zip(outcomes) {
+                    op.reply(outcome);
+                }
+                return;
+            }
+            Err(e) => {
+                metrics::counter!("tern_store_batches_split_total").increment(1);
+                tracing::debug!(error = %e, writes = ops.len(), "store batch failed; writing its writes one by one");
+            }
+        }
+    }
+    // Alone, each in its own autocommit statement (pipelined on the one connection).
+    let outcomes = join_all(ops.iter().map(|op| alone(&client, op))).await;
+    for (op, outcome) in ops.into_iter().zip(outcomes) {
+        op.reply(outcome);
+    }
+}
+
+/// One write in its own statement (so its own transaction).
+async fn alone<C: GenericClient>(c: &C, op: &Op) -> Outcome {
+    match op {
+        Op::Insert(m, jobs, _) => Outcome::Jobs(insert_messages(c, &[(m, jobs)]).await.and_then(
+            |mut per_message| {
+                per_message
+                    .pop()
+                    .ok_or_else(|| StoreError::Corrupt("insert returned no jobs".into()))
+            },
+        )),
+        Op::Transition(t, _) => Outcome::Jobs(apply_transition(c, t.clone()).await),
+        Op::Complete(ids, _) => Outcome::Done(complete_jobs(c, ids).await),
+    }
+}
+
+/// Every write of `ops` in one transaction; the outcomes in the order of `ops`, or the
+/// error that failed the batch (then rolled back: nothing of it was written).
+async fn together(client: &mut deadpool_postgres::Client, ops: &[Op]) -> Result<Vec<Outcome>> {
+    let tx = client.transaction().await.map_err(map_pg)?;
+    let inserts: Vec<(&Message, &Vec<NewJob>)> = ops
+        .iter()
+        .filter_map(|op| match op {
+            Op::Insert(m, jobs, _) => Some((m, jobs)),
+            _ => None,
+        })
+        .collect();
+    let done: Vec<i64> = ops
+        .iter()
+        .filter_map(|op| match op {
+            Op::Complete(ids, _) => Some(ids.iter().copied()),
+            _ => None,
+        })
+        .flatten()
+        .collect();
+    // All statements go out at once (tokio-postgres pipelines what is polled together);
+    // the server runs them in this order.
+    let (inserted, completed, transitions) = tokio::join!(
+        async {
+            if inserts.is_empty() {
+                Ok(Vec::new())
+            } else {
+                insert_messages(&tx, &inserts).await
+            }
+        },
+        complete_jobs(&tx, &done),
+        join_all(ops.iter().filter_map(|op| match op {
+            Op::Transition(t, _) => Some(apply_transition(&tx, t.clone())),
+            _ => None,
+        })),
+    );
+    let mut inserted = inserted?.into_iter();
+    completed?;
+    let mut transitions = transitions.into_iter();
+    let mut outcomes = Vec::with_capacity(ops.len());
+    for op in ops {
+        outcomes.push(match op {
+            Op::Insert(..) => Outcome::Jobs(Ok(inserted
+                .next()
+                .ok_or_else(|| StoreError::Corrupt("fewer inserts answered than made".into()))?)),
+            Op::Complete(..) => Outcome::Done(Ok(())),
+            Op::Transition(..) => match transitions.next() {
+                // The compare-and-set's answers; anything else failed the transaction.
+                Some(r @ (Ok(_) | Err(StoreError::StaleStatus(_) | StoreError::NotFound))) => {
+                    Outcome::Jobs(r)
+                }
+                Some(Err(e)) => return Err(e),
+                None => {
+                    return Err(StoreError::Corrupt(
+                        "fewer transitions answered than made".into(),
+                    ));
+                }
+            },
+        });
+    }
+    tx.commit().await.map_err(map_pg)?;
+    Ok(outcomes)
+}
+
+/// Deletes completed jobs in one statement.
+pub(super) async fn complete_jobs<C: GenericClient>(c: &C, ids: &[i64]) -> Result<()> {
+    match ids {
+        [] => {}
+        // The usual case; unlike `= ANY`, it gets a generic plan (no planning per call).
+        [id] => {
+            exec(c, "DELETE FROM jobs WHERE id = $1", &[id]).await?;
+        }
+        _ => {
+            exec(c, "DELETE FROM jobs WHERE id = ANY($1::bigint[])", &[&ids]).await?;
+        }
+    }
+    Ok(())
+}
+
+/// The columns of new messages, as arrays for `UNNEST` (in [`MESSAGE_COLS`]' order).
+struct MessageArrays<'a> {
+    sids: Vec<&'a str>,
+    accounts: Vec<&'a str>,
+    services: Vec<Option<String>>,
+    directions: Vec<&'static str>,
+    froms: Vec<Option<&'a str>>,
+    tos: Vec<&'a str>,
+    bodies: Vec<&'a str>,
+    statuses: Vec<&'static str>,
+    error_codes: Vec<Option<i64>>,
+    segments: Vec<i64>,
+    media: Vec<i64>,
+    callbacks: Vec<Option<&'a str>>,
+    validities: Vec<i64>,
+    send_ats: Vec<Option<i64>>,
+    carriers: Vec<Option<&'a str>>,
+    carrier_ids: Vec<Option<&'a str>>,
+    done_dates: Vec<Option<&'a str>>,
+    feedback: Vec<bool>,
+    created: Vec<i64>,
+    updated: Vec<i64>,
+    sent: Vec<Option<i64>>,
+}
+
+impl<'a> MessageArrays<'a> {
+    fn new(ms: &[&'a Message]) -> MessageArrays<'a> {
+        MessageArrays {
+            sids: ms.iter().map(|m| m.sid.as_str()).collect(),
+            accounts: ms.iter().map(|m| m.account_sid.as_str()).collect(),
+            services: ms
+                .iter()
+                .map(|m| m.messaging_service_sid.map(|s| s.to_string()))
+                .collect(),
+            directions: ms.iter().map(|m| m.direction.as_str()).collect(),
+            froms: ms.iter().map(|m| m.from.as_deref()).collect(),
+            tos: ms.iter().map(|m| m.to.as_str()).collect(),
+            bodies: ms.iter().map(|m| m.body.as_str()).collect(),
+            statuses: ms.iter().map(|m| m.status.as_str()).collect(),
+            error_codes: ms.iter().map(|m| m.error_code.map(i64::from)).collect(),
+            segments: ms.iter().map(|m| i64::from(m.num_segments)).collect(),
+            media: ms.iter().map(|m| i64::from(m.num_media)).collect(),
+            callbacks: ms.iter().map(|m| m.status_callback.as_deref()).collect(),
+            validities: ms.iter().map(|m| i64::from(m.validity_secs)).collect(),
+            send_ats: ms.iter().map(|m| m.send_at).collect(),
+            carriers: ms.iter().map(|m| m.carrier.as_deref()).collect(),
+            carrier_ids: ms.iter().map(|m| m.carrier_message_id.as_deref()).collect(),
+            done_dates: ms.iter().map(|m| m.raw_dlr_done_date.as_deref()).collect(),
+            feedback: ms.iter().map(|m| m.provide_feedback).collect(),
+            created: ms.iter().map(|m| m.created).collect(),
+            updated: ms.iter().map(|m| m.updated).collect(),
+            sent: ms.iter().map(|m| m.sent).collect(),
+        }
+    }
+
+    fn params(&self) -> [&(dyn ToSql + Sync); 21] {
+        [
+            &self.sids,
+            &self.accounts,
+            &self.services,
+            &self.directions,
+            &self.froms,
+            &self.tos,
+            &self.bodies,
+            &self.statuses,
+            &self.error_codes,
+            &self.segments,
+            &self.media,
+            &self.callbacks,
+            &self.validities,
+            &self.send_ats,
+            &self.carriers,
+            &self.carrier_ids,
+            &self.done_dates,
+            &self.feedback,
+            &self.created,
+            &self.updated,
+            &self.sent,
+        ]
+    }
+}
+
+/// Writes messages, their first events and their jobs in one statement (so atomically,
+/// without an explicit transaction); the jobs of each message with their ids, in the
+/// order given.
+pub(super) async fn insert_messages<C: GenericClient>(
+    c: &C,
+    messages: &[(&Message, &Vec<NewJob>)],
+) -> Result<Vec<Vec<Job>>> {
+    let sql = format!(
+        "WITH m AS (
+            INSERT INTO messages ({MESSAGE_COLS})
+            SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
+                $6::text[], $7::text[], $8::text[], $9::bigint[], $10::bigint[], $11::bigint[],
+                $12::text[], $13::bigint[], $14::bigint[], $15::text[], $16::text[],
+                $17::text[], $18::bool[], $19::bigint[], $20::bigint[], $21::bigint[])
+            RETURNING sid, status, created, error_code
+        ), ev AS (
+            INSERT INTO message_events (message_sid, status, at, error_code)
+            SELECT sid, status, created, error_code FROM m
+        ), {}
+        SELECT {JOB_IDS}",
+        job_ctes(22, "TRUE")
+    );
+    let ms: Vec<&Message> = messages.iter().map(|(m, _)| *m).collect();
+    let columns = MessageArrays::new(&ms);
+    let jobs: Vec<NewJob> = messages
+        .iter()
+        .flat_map(|(_, jobs)| jobs.iter().cloned())
+        .collect();
+    let job_params = JobParams::new(&jobs);
+    let params: Vec<&(dyn ToSql + Sync)> = columns
+        .params()
+        .into_iter()
+        .chain(job_params.params())
+        .collect();
+    let ids: Vec<i64> = query_opt(c, &sql, &params, |r| r.try_get(0).map_err(corrupt))
+        .await?
+        .ok_or_else(|| StoreError::Unavailable("insert returned no ids".into()))?;
+    let mut written = with_ids(jobs, ids)?.into_iter();
+    Ok(messages
+        .iter()
+        .map(|(_, jobs)| written.by_ref().take(jobs.len()).collect())
+        .collect())
+}

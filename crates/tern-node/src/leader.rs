@@ -20,7 +20,8 @@
 //! presence that ran out without being released is a node that died (or lost the store)
 //! with jobs it had taken off the bus; the leader releases it — so that it is counted
 //! once — and reports it on [`Leadership::peers_lost`], for the engine to publish the
-//! store's pending jobs again.
+//! store's pending jobs again. Released presences (nodes stopped or counted) are then
+//! deleted, as no process takes its holder name again.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -271,6 +272,15 @@ impl Leadership {
                 Ok(false) => {}
                 Err(e) => warn!(error = %e, "cannot release a dead node's presence"),
             }
+        }
+        // Every process has its own holder name, so released presences (stopped or
+        // buried nodes) are never taken again: without this they would pile up.
+        if let Err(e) = self
+            .store
+            .delete_released_leases(&self.presence_prefix)
+            .await
+        {
+            warn!(error = %e, "cannot delete the presences of stopped nodes");
         }
     }
 

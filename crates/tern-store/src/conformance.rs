@@ -914,4 +914,14 @@ async fn leases_are_listed_by_literal_prefix(s: &dyn Store) {
     );
     assert_eq!(s.leases("list/").await.unwrap().len(), 4);
     assert!(s.leases("nothing/").await.unwrap().is_empty());
+
+    // Released ones under a prefix can be deleted; held and run-out ones stay.
+    assert!(s.release_lease("list/node/a", "h").await.unwrap());
+    assert!(s.release_lease("list/node_x", "h").await.unwrap());
+    assert_eq!(s.delete_released_leases("list/node/").await.unwrap(), 1);
+    assert_eq!(
+        names(s.leases("list/").await.unwrap()),
+        ["list/leader", "list/node/b", "list/node_x"]
+    );
+    assert_eq!(s.delete_released_leases("list/node/").await.unwrap(), 0);
 }

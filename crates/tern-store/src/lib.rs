@@ -204,6 +204,10 @@ pub trait Store: Send + Sync + 'static {
     /// Every lease whose name starts with `prefix` (literally), by name, including run-out
     /// and released ones ([`Lease::is_held_at`] tells).
     async fn leases(&self, prefix: &str) -> Result<Vec<Lease>>;
+    /// Deletes the released leases whose name starts with `prefix` (literally), and says
+    /// how many: for names that are not reused (a process's presence), which would
+    /// otherwise pile up. Never for a name whose epoch fences its holders.
+    async fn delete_released_leases(&self, prefix: &str) -> Result<u64>;
 
     // Jobs
     /// Every job not yet completed, in id order (to publish after a restart).

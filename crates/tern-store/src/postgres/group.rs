@@ -81,7 +81,7 @@ impl Op {
 /// The queue in front of the writer tasks. The tasks end when it is dropped.
 pub(super) struct GroupCommit {
     tx: mpsc::Sender<Op>,
-    /// The most writes one batch has held (for tests to see that batching happens).
+    /// The most writes one batch has held.
     largest: Arc<AtomicUsize>,
 }
 
@@ -97,7 +97,7 @@ impl GroupCommit {
         GroupCommit { tx, largest }
     }
 
-    #[cfg(test)]
+    /// The most writes one batch has held so far.
     pub(super) fn largest_batch(&self) -> usize {
         self.largest.load(Ordering::Relaxed)
     }

@@ -109,6 +109,7 @@ impl std::fmt::Debug for PostgresStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PostgresStore")
             .field("pool", &self.pool.status())
+            .field("largest_commit_batch", &self.group.largest_batch())
             .finish()
     }
 }
@@ -1408,6 +1409,16 @@ impl Store for PostgresStore {
             &format!("SELECT {LEASE_COLS} FROM leases WHERE starts_with(name, $1) ORDER BY name"),
             &[&prefix],
             lease_row,
+        )
+        .await
+    }
+
+    async fn delete_released_leases(&self, prefix: &str) -> Result<u64> {
+        let c = self.client().await?;
+        exec(
+            &c,
+            "DELETE FROM leases WHERE starts_with(name, $1) AND expires_at = 0",
+            &[&prefix],
         )
         .await
     }

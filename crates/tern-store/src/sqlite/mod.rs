@@ -1265,6 +1265,19 @@ impl Store for SqliteStore {
         })
         .await
     }
+
+    async fn delete_released_leases(&self, prefix: &str) -> Result<u64> {
+        let prefix = prefix.to_owned();
+        self.write(move |c| {
+            c.execute(
+                "DELETE FROM leases WHERE substr(name, 1, length(?1)) = ?1 AND expires_at = 0",
+                [prefix],
+            )
+            .map(|n| n as u64)
+            .map_err(map_sql)
+        })
+        .await
+    }
 }
 
 fn list_messages(c: &Connection, account: Sid, q: MessageQuery) -> Result<Page<Message>> {

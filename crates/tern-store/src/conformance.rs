@@ -76,7 +76,7 @@ pub async fn run_all(store: Arc<dyn Store>) {
     route_attempts_are_kept_in_order_and_resends_are_compare_and_set(&*store).await;
 }
 
-fn attempt(
+pub fn attempt(
     m: Sid,
     carrier: &str,
     at: i64,

@@ -3,8 +3,8 @@
 //!
 //! Every such write goes through one bounded queue; a few writer tasks each take
 //! everything waiting and write it in one transaction on one connection: the new messages
-//! in one multi-row statement, the completed jobs in one `DELETE`, the transitions as
-//! pipelined statements (each still its own compare-and-set). One commit, so one WAL
+//! in one multi-row statement, the completed jobs in one `DELETE`, the transitions in one
+//! statement too (each still its own compare-and-set; see `transition`). One commit, so one WAL
 //! flush, then covers the whole batch, and no caller hears "done" before that commit.
 //! Under load the batches grow by themselves (the writers are busy while more arrive);
 //! when idle, a write runs alone in autocommit as before, with no added latency.
@@ -28,7 +28,8 @@ use tokio::sync::{Mutex, mpsc, oneshot};
 use tokio_postgres::types::ToSql;
 
 use super::rows::{MESSAGE_COLS, exec, query_opt};
-use super::{JOB_IDS, JobParams, apply_transition, corrupt, job_ctes, map_pg, map_pool, with_ids};
+use super::transition::apply_transitions;
+use super::{JOB_IDS, JobParams, corrupt, job_ctes, map_pg, map_pool, with_ids};
 use crate::{Message, NewJob, Result, StoreError, Transition};
 
 /// Writer tasks: while one commits (waiting for its WAL flush), the others gather and run
@@ -183,7 +184,13 @@ async fn alone<C: GenericClient>(c: &C, op: &Op) -> Outcome {
                     .ok_or_else(|| StoreError::Corrupt("insert returned no jobs".into()))
             },
         )),
-        Op::Transition(t, _) => Outcome::Jobs(apply_transition(c, t.clone()).await),
+        Op::Transition(t, _) => {
+            Outcome::Jobs(apply_transitions(c, &[t]).await.and_then(|mut r| {
+                r.pop().unwrap_or_else(|| {
+                    Err(StoreError::Corrupt("a transition got no answer".into()))
+                })
+            }))
+        }
         Op::Complete(ids, _) => Outcome::Done(complete_jobs(c, ids).await),
     }
 }
@@ -207,6 +214,13 @@ async fn together(client: &mut deadpool_postgres::Client, ops: &[Op]) -> Result<
         })
         .flatten()
         .collect();
+    let transitions: Vec<&Transition> = ops
+        .iter()
+        .filter_map(|op| match op {
+            Op::Transition(t, _) => Some(t),
+            _ => None,
+        })
+        .collect();
     // All statements go out at once (tokio-postgres pipelines what is polled together);
     // the server runs them in this order.
     let (inserted, completed, transitions) = tokio::join!(
@@ -218,14 +232,17 @@ async fn together(client: &mut deadpool_postgres::Client, ops: &[Op]) -> Result<
             }
         },
         complete_jobs(&tx, &done),
-        join_all(ops.iter().filter_map(|op| match op {
-            Op::Transition(t, _) => Some(apply_transition(&tx, t.clone())),
-            _ => None,
-        })),
+        async {
+            if transitions.is_empty() {
+                Ok(Vec::new())
+            } else {
+                apply_transitions(&tx, &transitions).await
+            }
+        },
     );
     let mut inserted = inserted?.into_iter();
     completed?;
-    let mut transitions = transitions.into_iter();
+    let mut transitions = transitions?.into_iter();
     let mut outcomes = Vec::with_capacity(ops.len());
     for op in ops {
         outcomes.push(match op {
@@ -233,18 +250,9 @@ async fn together(client: &mut deadpool_postgres::Client, ops: &[Op]) -> Result<
                 .next()
                 .ok_or_else(|| StoreError::Corrupt("fewer inserts answered than made".into()))?)),
             Op::Complete(..) => Outcome::Done(Ok(())),
-            Op::Transition(..) => match transitions.next() {
-                // The compare-and-set's answers; anything else failed the transaction.
-                Some(r @ (Ok(_) | Err(StoreError::StaleStatus(_) | StoreError::NotFound))) => {
-                    Outcome::Jobs(r)
-                }
-                Some(Err(e)) => return Err(e),
-                None => {
-                    return Err(StoreError::Corrupt(
-                        "fewer transitions answered than made".into(),
-                    ));
-                }
-            },
+            Op::Transition(..) => Outcome::Jobs(transitions.next().ok_or_else(|| {
+                StoreError::Corrupt("fewer transitions answered than made".into())
+            })?),
         });
     }
     tx.commit().await.map_err(map_pg)?;

@@ -11,12 +11,13 @@
 //!   Compare-and-set still holds under READ COMMITTED, because PostgreSQL re-checks
 //!   `WHERE status = $expected` against the newest row version after waiting for a
 //!   concurrent writer of the same row.
-//! - **Few statements.** Every write a message's life makes is one statement: a transition
-//!   (a data-modifying CTE updates the message, writes the event, deletes the completed job
-//!   and writes the new jobs, all conditioned on the compare-and-set); new messages (all of
-//!   a batch in one multi-row statement, with their events and jobs); `insert_jobs`;
-//!   `complete_jobs` (`DELETE … WHERE id = $1`, or `= ANY($1)` for several); deletes
-//!   cascade through CTEs.
+//! - **Few statements.** Every write a message's life makes is one statement, atomic
+//!   without an explicit transaction, and a batch's writes of one kind share it: new
+//!   messages (one multi-row insert with their events and jobs); transitions (see
+//!   `transition`: one `UPDATE … FROM UNNEST` compare-and-set whose data-modifying CTEs
+//!   write the events, delete the completed jobs, write the new jobs and route attempts of
+//!   the transitions that held); `complete_jobs` (`DELETE … WHERE id = $1`, or `= ANY($1)`
+//!   for several); `insert_jobs`; deletes cascade through CTEs.
 //! - **Prepared once, planned once.** Statements are prepared per connection and written so
 //!   that PostgreSQL settles on their generic plans: a statement whose generic plan looks
 //!   costlier than its custom ones (`= ANY($1)`, `generate_series` over a parameter) is
@@ -66,6 +67,7 @@
 mod cache;
 mod group;
 mod rows;
+mod transition;
 
 use std::time::Duration;
 
@@ -441,154 +443,6 @@ async fn insert_jobs<C: GenericClient>(c: &C, jobs: Vec<NewJob>) -> Result<Vec<J
         .await?
         .ok_or_else(|| StoreError::Unavailable("insert returned no ids".into()))?;
     with_ids(jobs, ids)
-}
-
-/// The compare-and-set of a transition (`$1` sid, `$2` new status, `$3` time, `$4` error code,
-/// `$5` from, `$6` carrier, `$7` carrier message id, `$8` receipt done date, `$9` sent time,
-/// `$10` expected status), returning the sid when it holds.
-const SET_STATUS: &str = "UPDATE messages SET status = $2::text, updated = $3::bigint,
-        error_code = COALESCE($4::bigint, error_code),
-        from_number = COALESCE($5::text, from_number),
-        carrier = COALESCE($6::text, carrier),
-        carrier_message_id = COALESCE($7::text, carrier_message_id),
-        raw_dlr_done_date = COALESCE($8::text, raw_dlr_done_date),
-        sent = COALESCE(sent, $9::bigint)
-    WHERE sid = $1 AND status = $10::text
-    RETURNING sid";
-/// Deletes the job a transition completes (`$11`), if its compare-and-set (`u`) held.
-const DELETE_DONE: &str = "DELETE FROM jobs WHERE id = $11::bigint AND EXISTS (SELECT 1 FROM u)";
-/// The event of a transition whose compare-and-set (`u`) held.
-const INSERT_EVENT: &str = "INSERT INTO message_events (message_sid, status, at, error_code)
-    SELECT sid, $2::text, $3::bigint, $4::bigint FROM u";
-
-/// The parameters `$1`–`$11` of [`SET_STATUS`] and [`DELETE_DONE`] for a transition.
-struct SetStatusParams<'a> {
-    t: &'a Transition,
-    sid: &'a str,
-    to: &'static str,
-    expected: &'static str,
-    error_code: Option<i64>,
-    carrier: Option<&'a str>,
-    carrier_id: Option<&'a str>,
-    sent: Option<i64>,
-}
-
-impl<'a> SetStatusParams<'a> {
-    fn new(t: &'a Transition) -> SetStatusParams<'a> {
-        let (carrier, carrier_id) = t
-            .carrier
-            .as_ref()
-            .map_or((None, None), |(c, i)| (Some(c.as_str()), Some(i.as_str())));
-        SetStatusParams {
-            t,
-            sid: t.sid.as_str(),
-            to: t.to.as_str(),
-            expected: t.expected.as_str(),
-            error_code: t.error_code.map(i64::from),
-            carrier,
-            carrier_id,
-            sent: matches!(t.to, MessageStatus::Sent | MessageStatus::Sending).then_some(t.at),
-        }
-    }
-
-    fn params(&self) -> Vec<&(dyn ToSql + Sync)> {
-        vec![
-            &self.sid,
-            &self.to,
-            &self.t.at,
-            &self.error_code,
-            &self.t.from,
-            &self.carrier,
-            &self.carrier_id,
-            &self.t.raw_dlr_done_date,
-            &self.sent,
-            &self.expected,
-            &self.t.done_job,
-        ]
-    }
-}
-
-/// The compare-and-set of a transition: the status change, its event and the deletion of
-/// the job it completes, in one statement. Returns whether the message was in the
-/// expected status (and so changed).
-async fn set_status<C: GenericClient>(c: &C, t: &Transition) -> Result<bool> {
-    let base = SetStatusParams::new(t);
-    let mut params = base.params();
-    let attempts = AttemptParams::new(&t.attempts);
-    let sql = if t.attempts.is_empty() {
-        format!("WITH u AS ({SET_STATUS}), done AS ({DELETE_DONE}) {INSERT_EVENT}")
-    } else {
-        params.extend(attempts.params());
-        format!(
-            "WITH u AS ({SET_STATUS}), done AS ({DELETE_DONE}), {} {INSERT_EVENT}",
-            attempt_cte(12, "EXISTS (SELECT 1 FROM u)")
-        )
-    };
-    let changed = exec(c, &sql, &params).await?;
-    Ok(changed > 0)
-}
-
-/// Why a compare-and-set changed nothing: the message moved on, or does not exist.
-async fn stale<C: GenericClient>(c: &C, sid: Sid) -> StoreError {
-    let current = query_opt(
-        c,
-        "SELECT status FROM messages WHERE sid = $1",
-        &[&sid.as_str()],
-        |r| {
-            let s: &str = r
-                .try_get(0)
-                .map_err(|e| StoreError::Corrupt(e.to_string()))?;
-            parse_status(s)
-        },
-    )
-    .await;
-    match current {
-        Ok(Some(status)) => StoreError::StaleStatus(status),
-        Ok(None) => StoreError::NotFound,
-        Err(e) => e,
-    }
-}
-
-/// A transition in one statement: the compare-and-set, its event, the deletion of the job
-/// it completes and the jobs it creates (written only if the compare-and-set holds).
-async fn apply_transition<C: GenericClient>(c: &C, t: Transition) -> Result<Vec<Job>> {
-    if t.jobs.is_empty() {
-        if !set_status(c, &t).await? {
-            return Err(stale(c, t.sid).await);
-        }
-        return Ok(Vec::new());
-    }
-    let guard = "EXISTS (SELECT 1 FROM u)";
-    let attempts = if t.attempts.is_empty() {
-        String::new()
-    } else {
-        format!("{}, ", attempt_cte(16, guard))
-    };
-    let sql = format!(
-        "WITH u AS ({SET_STATUS}), done AS ({DELETE_DONE}), ev AS ({INSERT_EVENT}), {attempts}{}
-        SELECT EXISTS (SELECT 1 FROM u), {JOB_IDS}",
-        job_ctes(12, guard)
-    );
-    let jobs = JobParams::new(&t.jobs);
-    let base = SetStatusParams::new(&t);
-    let mut params = base.params();
-    params.extend(jobs.params());
-    let attempt_params = AttemptParams::new(&t.attempts);
-    if !t.attempts.is_empty() {
-        params.extend(attempt_params.params());
-    }
-    let (changed, ids): (bool, Vec<i64>) = query_opt(c, &sql, &params, |r| {
-        Ok((
-            r.try_get(0).map_err(corrupt)?,
-            r.try_get(1).map_err(corrupt)?,
-        ))
-    })
-    .await?
-    .ok_or_else(|| StoreError::Unavailable("transition returned no row".into()))?;
-    if !changed {
-        return Err(stale(c, t.sid).await);
-    }
-    with_ids(t.jobs, ids)
 }
 
 fn corrupt(e: tokio_postgres::Error) -> StoreError {

@@ -41,7 +41,7 @@ fn get<'a, T: FromSql<'a>>(r: &'a Row, i: usize) -> Result<T> {
         .map_err(|e| StoreError::Corrupt(format!("column {i}: {e}")))
 }
 
-fn sid(r: &Row, i: usize) -> Result<Sid> {
+pub fn sid(r: &Row, i: usize) -> Result<Sid> {
     let s: &str = get(r, i)?;
     s.parse()
         .map_err(|_| StoreError::Corrupt(format!("bad sid {s:?}")))

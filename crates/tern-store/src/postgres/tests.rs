@@ -552,6 +552,118 @@ async fn grouped_writes_answer_each_caller_and_one_bad_write_fails_alone() {
     .await;
 }
 
+/// Many transitions in one statement: each its own compare-and-set; two of one message
+/// apply in order (in successive rounds); the jobs of applied ones get increasing ids in
+/// the order given; stale and missing ones write nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transitions_in_one_statement_answer_each_in_order() {
+    in_schema(|schema| async move {
+        let store = schema.store(2).await;
+        let a = account(&store).await;
+        let mut ms = Vec::new();
+        for i in 0..3 {
+            let m = crate::conformance::message(a, 10 + i, &format!("+1415555000{i}"));
+            let route = store
+                .insert_message(m.clone(), vec![new_job(m.sid, JobKind::Route, "")])
+                .await
+                .unwrap();
+            ms.push((m, route[0].id));
+        }
+        let (m0, m1, m2) = (&ms[0].0, &ms[1].0, &ms[2].0);
+        let hook = |m: &crate::Message, p: &str| new_job(m.sid, JobKind::Webhook, p);
+        let mut t0 = Transition::new(m0.sid, MessageStatus::Queued, MessageStatus::Sending, 20);
+        t0.jobs = vec![hook(m0, "a"), hook(m0, "b")];
+        let mut t0b = Transition::new(m0.sid, MessageStatus::Sending, MessageStatus::Sent, 21);
+        t0b.carrier = Some(("sim".into(), "c0".into()));
+        t0b.done_job = Some(ms[0].1);
+        t0b.jobs = vec![hook(m0, "c")];
+        t0b.attempts = vec![crate::conformance::attempt(
+            m0.sid,
+            "sim",
+            21,
+            crate::AttemptResult::Accepted,
+            Some("c0"),
+        )];
+        // Expects a status m1 is not in.
+        let mut stale = Transition::new(m1.sid, MessageStatus::Sent, MessageStatus::Delivered, 22);
+        stale.jobs = vec![hook(m1, "never")];
+        stale.done_job = Some(ms[1].1);
+        let missing = Transition::new(
+            Sid::generate(SidPrefix::Message),
+            MessageStatus::Queued,
+            MessageStatus::Sending,
+            23,
+        );
+        let mut t2 = Transition::new(m2.sid, MessageStatus::Queued, MessageStatus::Failed, 24);
+        t2.error_code = Some(30_001);
+        t2.jobs = vec![hook(m2, "d")];
+        let all = [&t0, &t0b, &stale, &missing, &t2];
+        let c = store.client().await.unwrap();
+        let out = super::transition::apply_transitions(&c, &all)
+            .await
+            .unwrap();
+        let payloads = |r: &crate::Result<Vec<tern_bus::Job>>| -> Vec<String> {
+            r.as_ref()
+                .unwrap()
+                .iter()
+                .map(|j| j.payload.clone())
+                .collect()
+        };
+        assert_eq!(payloads(&out[0]), ["a", "b"]);
+        assert_eq!(payloads(&out[1]), ["c"]);
+        assert!(
+            matches!(out[2], Err(StoreError::StaleStatus(MessageStatus::Queued))),
+            "{:?}",
+            out[2]
+        );
+        assert!(matches!(out[3], Err(StoreError::NotFound)), "{:?}", out[3]);
+        assert_eq!(payloads(&out[4]), ["d"]);
+        // The first round (a, b, d) drew its ids before the second (c).
+        let id = |r: usize, j: usize| out[r].as_ref().unwrap()[j].id;
+        assert!(id(0, 0) < id(0, 1) && id(0, 1) < id(4, 0) && id(4, 0) < id(1, 0));
+
+        let m0_now = store.message(m0.sid).await.unwrap().unwrap();
+        assert_eq!(m0_now.status, MessageStatus::Sent);
+        assert_eq!(m0_now.carrier_message_id.as_deref(), Some("c0"));
+        assert_eq!(m0_now.sent, Some(20));
+        assert_eq!(
+            store.message(m1.sid).await.unwrap().unwrap().status,
+            MessageStatus::Queued
+        );
+        let m2_now = store.message(m2.sid).await.unwrap().unwrap();
+        assert_eq!(
+            (m2_now.status, m2_now.error_code),
+            (MessageStatus::Failed, Some(30_001))
+        );
+        assert_eq!(store.route_attempts(m0.sid).await.unwrap().len(), 1);
+        assert!(store.route_attempts(m1.sid).await.unwrap().is_empty());
+        // m0's route job is done; m1's stays (its transition did not apply).
+        let pending: Vec<String> = store
+            .pending_jobs()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|j| format!("{}:{}", j.subject, j.payload))
+            .collect();
+        assert_eq!(
+            pending,
+            [
+                format!("{}:", m1.sid),
+                format!("{}:", m2.sid),
+                format!("{}:a", m0.sid),
+                format!("{}:b", m0.sid),
+                format!("{}:d", m2.sid),
+                format!("{}:c", m0.sid),
+            ]
+        );
+        let events = |m: &crate::Message| format!("message_events WHERE message_sid = '{}'", m.sid);
+        assert_eq!(schema.count(&events(m0)).await, 3);
+        assert_eq!(schema.count(&events(m1)).await, 1);
+        assert_eq!(schema.count(&events(m2)).await, 2);
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_transition_writes_nothing() {
     in_schema(|schema| async move {

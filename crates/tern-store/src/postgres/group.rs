@@ -27,7 +27,7 @@ use tern_bus::Job;
 use tokio::sync::{Mutex, mpsc, oneshot};
 use tokio_postgres::types::ToSql;
 
-use super::rows::{MESSAGE_COLS, exec, query_opt};
+use super::rows::{MESSAGE_COLS, STATEMENT_TIMEOUT, deadline, exec, query_opt, timed_out};
 use super::transition::apply_transitions;
 use super::{JOB_IDS, JobParams, corrupt, job_ctes, map_pg, map_pool, with_ids};
 use crate::{Message, NewJob, Result, StoreError, Transition};
@@ -161,9 +161,16 @@ async fn run_batch(pool: &Pool, ops: Vec<Op>) {
                 }
                 return;
             }
-            Err(e) => {
+            // Rolled back: nothing of it was written, so each write can be tried alone.
+            Err(Failed::Statement(e)) => {
                 metrics::counter!("tern_store_batches_split_total").increment(1);
                 tracing::debug!(error = %e, writes = ops.len(), "store batch failed; writing its writes one by one");
+            }
+            Err(Failed::Unknown(e)) => {
+                for op in ops {
+                    op.fail(e.clone());
+                }
+                return;
             }
         }
     }
@@ -195,10 +202,39 @@ async fn alone<C: GenericClient>(c: &C, op: &Op) -> Outcome {
     }
 }
 
-/// Every write of `ops` in one transaction; the outcomes in the order of `ops`, or the
-/// error that failed the batch (then rolled back: nothing of it was written).
-async fn together(client: &mut deadpool_postgres::Client, ops: &[Op]) -> Result<Vec<Outcome>> {
-    let tx = client.transaction().await.map_err(map_pg)?;
+/// Why a batch failed.
+enum Failed {
+    /// A statement failed: rolled back, nothing of it was written; its writes can be
+    /// tried one by one.
+    Statement(StoreError),
+    /// No answer in time (trying again would wait as long), or the commit failed (written
+    /// or not, nobody knows: trying again could write twice).
+    Unknown(StoreError),
+}
+
+/// Every write of `ops` in one transaction; the outcomes in the order of `ops`.
+async fn together(
+    client: &mut deadpool_postgres::Client,
+    ops: &[Op],
+) -> Result<Vec<Outcome>, Failed> {
+    let written = async {
+        let tx = client.transaction().await.map_err(map_pg)?;
+        let outcomes = write_all(&tx, ops).await?;
+        Ok((tx, outcomes))
+    };
+    let (tx, outcomes) = tokio::time::timeout(STATEMENT_TIMEOUT, written)
+        .await
+        .map_err(|_| Failed::Unknown(timed_out()))?
+        .map_err(Failed::Statement)?;
+    deadline(async { tx.commit().await.map_err(map_pg) })
+        .await
+        .map_err(Failed::Unknown)?;
+    Ok(outcomes)
+}
+
+/// The writes of `ops` in `tx`, the outcomes in the order of `ops`; `Err` if a statement
+/// failed (which aborts the transaction).
+async fn write_all(tx: &deadpool_postgres::Transaction<'_>, ops: &[Op]) -> Result<Vec<Outcome>> {
     let inserts: Vec<(&Message, &Vec<NewJob>)> = ops
         .iter()
         .filter_map(|op| match op {
@@ -228,15 +264,15 @@ async fn together(client: &mut deadpool_postgres::Client, ops: &[Op]) -> Result<
             if inserts.is_empty() {
                 Ok(Vec::new())
             } else {
-                insert_messages(&tx, &inserts).await
+                insert_messages(tx, &inserts).await
             }
         },
-        complete_jobs(&tx, &done),
+        complete_jobs(tx, &done),
         async {
             if transitions.is_empty() {
                 Ok(Vec::new())
             } else {
-                apply_transitions(&tx, &transitions).await
+                apply_transitions(tx, &transitions).await
             }
         },
     );
@@ -255,7 +291,6 @@ async fn together(client: &mut deadpool_postgres::Client, ops: &[Op]) -> Result<
             })?),
         });
     }
-    tx.commit().await.map_err(map_pg)?;
     Ok(outcomes)
 }
 

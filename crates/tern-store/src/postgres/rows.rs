@@ -226,10 +226,32 @@ pub fn job_row(r: &Row) -> Result<Job> {
 
 pub type Params<'a> = &'a [&'a (dyn ToSql + Sync)];
 
+/// The longest a statement may take, from preparing it to its last row. A server that
+/// stops answering (frozen, or a statement stuck behind a lock) then fails the call as
+/// unavailable, so the API answers 503 instead of hanging. The statement may still run
+/// (and commit) on the server afterwards: like a lost connection, the outcome is unknown.
+pub const STATEMENT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// `f` within [`STATEMENT_TIMEOUT`].
+pub async fn deadline<T>(f: impl std::future::Future<Output = Result<T>>) -> Result<T> {
+    tokio::time::timeout(STATEMENT_TIMEOUT, f)
+        .await
+        .unwrap_or_else(|_| Err(timed_out()))
+}
+
+pub fn timed_out() -> StoreError {
+    StoreError::Unavailable(format!(
+        "no answer from PostgreSQL within {STATEMENT_TIMEOUT:?}"
+    ))
+}
+
 /// Runs a statement (prepared once per connection) and returns the rows it changed.
 pub async fn exec<C: GenericClient>(c: &C, sql: &str, params: Params<'_>) -> Result<u64> {
-    let stmt = c.prepare_cached(sql).await.map_err(map_pg)?;
-    c.execute(&stmt, params).await.map_err(map_pg)
+    deadline(async {
+        let stmt = c.prepare_cached(sql).await.map_err(map_pg)?;
+        c.execute(&stmt, params).await.map_err(map_pg)
+    })
+    .await
 }
 
 pub async fn query_all<C: GenericClient, T>(
@@ -238,8 +260,11 @@ pub async fn query_all<C: GenericClient, T>(
     params: Params<'_>,
     f: impl Fn(&Row) -> Result<T>,
 ) -> Result<Vec<T>> {
-    let stmt = c.prepare_cached(sql).await.map_err(map_pg)?;
-    let rows = c.query(&stmt, params).await.map_err(map_pg)?;
+    let rows = deadline(async {
+        let stmt = c.prepare_cached(sql).await.map_err(map_pg)?;
+        c.query(&stmt, params).await.map_err(map_pg)
+    })
+    .await?;
     rows.iter().map(f).collect()
 }
 
@@ -249,7 +274,10 @@ pub async fn query_opt<C: GenericClient, T>(
     params: Params<'_>,
     f: impl FnOnce(&Row) -> Result<T>,
 ) -> Result<Option<T>> {
-    let stmt = c.prepare_cached(sql).await.map_err(map_pg)?;
-    let row = c.query_opt(&stmt, params).await.map_err(map_pg)?;
+    let row = deadline(async {
+        let stmt = c.prepare_cached(sql).await.map_err(map_pg)?;
+        c.query_opt(&stmt, params).await.map_err(map_pg)
+    })
+    .await?;
     row.as_ref().map(f).transpose()
 }

@@ -916,6 +916,54 @@ async fn a_call_that_cannot_get_a_connection_fails_instead_of_waiting() {
     .await;
 }
 
+/// A statement that gets no answer (here: stuck behind another session's lock, as on a
+/// frozen server) fails as unavailable after the statement timeout instead of hanging,
+/// reads and grouped writes alike; once the server answers, the store works again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_statement_without_an_answer_fails_instead_of_hanging() {
+    in_schema(|schema| async move {
+        let store = schema.store(2).await;
+        let a = account(&store).await;
+        let m = crate::conformance::message(a, 10, "+14155552671");
+        schema
+            .admin
+            .batch_execute(&format!(
+                "BEGIN; LOCK TABLE {0}.opt_outs, {0}.messages IN ACCESS EXCLUSIVE MODE",
+                schema.name
+            ))
+            .await
+            .unwrap();
+        let limit = super::rows::STATEMENT_TIMEOUT * 3;
+        let (read, write) = tokio::time::timeout(
+            limit,
+            futures_util::future::join(
+                store.is_opted_out(a, "+14155552671"),
+                store.insert_message(m.clone(), Vec::new()),
+            ),
+        )
+        .await
+        .expect("the calls waited on past the statement timeout");
+        assert!(matches!(read, Err(StoreError::Unavailable(_))), "{read:?}");
+        assert!(
+            matches!(write, Err(StoreError::Unavailable(_))),
+            "{write:?}"
+        );
+        schema.admin.batch_execute("ROLLBACK").await.unwrap();
+        assert!(!store.is_opted_out(a, "+14155552671").await.unwrap());
+        // The insert that timed out ran once the lock was gone: its outcome was unknown.
+        let again = store.insert_message(m.clone(), Vec::new()).await;
+        assert!(
+            matches!(again, Ok(_) | Err(StoreError::Conflict(_))),
+            "{again:?}"
+        );
+        assert_eq!(
+            store.message(m.sid).await.unwrap().map(|x| x.sid),
+            Some(m.sid)
+        );
+    })
+    .await;
+}
+
 /// Accounts and numbers are cached for a second: a node sees its own writes at once and
 /// another node's within the cache's life; a row just created is never hidden by it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -139,6 +139,8 @@ pub struct Engine {
     /// The engine itself, for tasks spawned from `&self` methods.
     me: std::sync::Weak<Engine>,
     pacing: Pacing,
+    /// Accepted submissions whose `sent` is being written (receipts wait for it).
+    settling: crate::settling::Settling,
 }
 
 /// What resends did since the engine started (the chaos benchmark reads them; the same
@@ -215,6 +217,7 @@ impl Engine {
             recent_events: Mutex::new(VecDeque::new()),
             me: me.clone(),
             pacing,
+            settling: Default::default(),
         }))
     }
 
@@ -831,6 +834,7 @@ impl Engine {
         match result {
             Ok(id) => {
                 self.brain.sent(m.sid, key.clone());
+                let _settle = self.settling.begin(carrier.id(), &id);
                 let mut t = self.transition(m, MessageStatus::Sent, now);
                 t.carrier = Some((carrier.id().to_string(), id));
                 t.done_job = Some(job.id);
@@ -1052,6 +1056,10 @@ impl Engine {
         // A receipt can overtake the commit of the submission it answers; look again
         // a few times before giving it up to the receipt sweeper.
         for attempt in 0..20u32 {
+            // Submitted from this node and being written: wait for that, not a poll.
+            self.settling
+                .settled(&r.carrier, &r.carrier_message_id, Duration::from_secs(10))
+                .await;
             match self.apply_receipt(&r, true).await {
                 Ok(true) => return,
                 Ok(false) => {}

@@ -9,6 +9,7 @@ pub mod leader;
 pub mod network;
 mod outbox;
 mod pacing;
+mod settling;
 
 pub use config::Config;
 pub use engine::{CustomerLinks, Engine, EngineError, Purpose, SMPP_CALLBACK_SCHEME, SendOrigin};

@@ -321,10 +321,68 @@ fn job_ctes(first: usize, guard: &str) -> String {
     )
 }
 
+/// Common table expressions that write the jobs of whatever a statement wrote: parameters
+/// `$first`..`$first + 4` are the jobs' owners (of SQL type `owner_type`), kinds,
+/// subjects, run_ats and payloads; a job is written only if its owner is among the rows of
+/// `written` (an SQL query of one column). Its ids are drawn for the jobs written and
+/// handed out in increasing order in the order the jobs were given; the statement returns
+/// them with [`OWNED_JOB_IDS`].
+fn owned_job_ctes(first: usize, owner_type: &str, written: &str) -> String {
+    let p: Vec<usize> = (first..first + 5).collect();
+    format!(
+        "nj AS (
+            SELECT j.*, row_number() OVER (ORDER BY j.ord) AS n
+            FROM UNNEST(${}::{owner_type}[], ${}::text[], ${}::text[], ${}::bigint[], ${}::text[])
+                WITH ORDINALITY AS j (owner, kind, subject, run_at, payload, ord)
+            WHERE j.owner IN ({written})
+        ), job_ids AS (
+            SELECT nextval('jobs_id_seq'::regclass) AS id FROM nj
+        ), job_ord AS (
+            SELECT id, row_number() OVER (ORDER BY id) AS n FROM job_ids
+        ), new_jobs AS (
+            INSERT INTO jobs (id, kind, subject, run_at, attempts, payload)
+            SELECT o.id, nj.kind, nj.subject, nj.run_at, 0, nj.payload
+            FROM job_ord o JOIN nj ON nj.n = o.n
+        )",
+        p[0], p[1], p[2], p[3], p[4]
+    )
+}
+
+/// The ids written by [`owned_job_ctes`], in the order of the jobs given.
+const OWNED_JOB_IDS: &str =
+    "ARRAY(SELECT o.id FROM job_ord o JOIN nj ON nj.n = o.n ORDER BY nj.ord)";
+
+/// The columns of jobs with their owners, as parameters of [`owned_job_ctes`].
+struct OwnedJobParams<'a, O> {
+    owners: Vec<O>,
+    jobs: JobParams<'a>,
+}
+
+impl<'a, O: ToSql + Sync + Copy> OwnedJobParams<'a, O> {
+    /// The jobs of each owner, in order.
+    fn new(owned: impl Iterator<Item = (O, &'a [NewJob])>) -> OwnedJobParams<'a, O> {
+        let mut owners = Vec::new();
+        let mut jobs = JobParams::default();
+        for (owner, js) in owned {
+            for j in js {
+                owners.push(owner);
+                jobs.push(j);
+            }
+        }
+        OwnedJobParams { owners, jobs }
+    }
+
+    fn params(&self) -> [&(dyn ToSql + Sync); 5] {
+        let [k, s, r, p] = self.jobs.params();
+        [&self.owners, k, s, r, p]
+    }
+}
+
 /// The ids written by [`job_ctes`], in the order of the jobs given.
 const JOB_IDS: &str = "ARRAY(SELECT id FROM job_ord ORDER BY ord)";
 
 /// The columns of new jobs, as parameters of [`job_ctes`].
+#[derive(Default)]
 struct JobParams<'a> {
     kinds: Vec<&'static str>,
     subjects: Vec<&'a str>,
@@ -334,12 +392,18 @@ struct JobParams<'a> {
 
 impl<'a> JobParams<'a> {
     fn new(jobs: &'a [NewJob]) -> JobParams<'a> {
-        JobParams {
-            kinds: jobs.iter().map(|j| j.kind.as_str()).collect(),
-            subjects: jobs.iter().map(|j| j.subject.as_str()).collect(),
-            run_ats: jobs.iter().map(|j| j.run_at).collect(),
-            payloads: jobs.iter().map(|j| j.payload.as_str()).collect(),
+        let mut p = JobParams::default();
+        for j in jobs {
+            p.push(j);
         }
+        p
+    }
+
+    fn push(&mut self, j: &'a NewJob) {
+        self.kinds.push(j.kind.as_str());
+        self.subjects.push(j.subject.as_str());
+        self.run_ats.push(j.run_at);
+        self.payloads.push(j.payload.as_str());
     }
 
     fn params(&self) -> [&(dyn ToSql + Sync); 4] {

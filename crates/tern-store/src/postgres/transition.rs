@@ -14,60 +14,51 @@ use tern_types::{MessageStatus, Sid};
 use tokio_postgres::types::ToSql;
 
 use super::rows::{ATTEMPT_COLS, parse_status, query_all, query_opt, sid};
-use super::{corrupt, with_ids};
+use super::{OWNED_JOB_IDS, OwnedJobParams, corrupt, owned_job_ctes, with_ids};
 use crate::{NewJob, Result, RouteAttempt, StoreError, Transition};
 
 /// Transitions (`t`, numbered by `ord` from 1) applied where their compare-and-set holds
-/// (`u`), then what follows from each applied one. Job ids are drawn for the jobs of
-/// applied transitions and handed out in increasing order in the order of the jobs given
-/// (`$12`…`$16`, each job naming the `ord` of its transition). Returns the `ord`s applied
-/// and the new jobs' ids in order.
-const APPLY: &str = "WITH t AS (
-        SELECT * FROM UNNEST($1::text[], $2::text[], $3::bigint[], $4::bigint[], $5::text[],
-            $6::text[], $7::text[], $8::text[], $9::bigint[], $10::text[], $11::bigint[])
-            WITH ORDINALITY AS t (sid, status, at, error_code, from_number, carrier,
-                carrier_id, done_date, sent, expected, done_job, ord)
-    ), u AS (
-        UPDATE messages m SET status = t.status, updated = t.at,
-            error_code = COALESCE(t.error_code, m.error_code),
-            from_number = COALESCE(t.from_number, m.from_number),
-            carrier = COALESCE(t.carrier, m.carrier),
-            carrier_message_id = COALESCE(t.carrier_id, m.carrier_message_id),
-            raw_dlr_done_date = COALESCE(t.done_date, m.raw_dlr_done_date),
-            sent = COALESCE(m.sent, t.sent)
-        FROM t WHERE m.sid = t.sid AND m.status = t.expected
-        RETURNING t.ord, t.sid, t.status, t.at, t.error_code, t.done_job
-    ), done AS (
-        DELETE FROM jobs WHERE id IN (SELECT done_job FROM u)
-    ), ev AS (
-        INSERT INTO message_events (message_sid, status, at, error_code)
-        SELECT sid, status, at, error_code FROM u
-    ), nj AS (
-        SELECT j.*, row_number() OVER (ORDER BY j.ord) AS n
-        FROM UNNEST($12::bigint[], $13::text[], $14::text[], $15::bigint[], $16::text[])
-            WITH ORDINALITY AS j (owner, kind, subject, run_at, payload, ord)
-        WHERE j.owner IN (SELECT ord FROM u)
-    ), job_ids AS (
-        SELECT nextval('jobs_id_seq'::regclass) AS id FROM nj
-    ), job_ord AS (
-        SELECT id, row_number() OVER (ORDER BY id) AS n FROM job_ids
-    ), new_jobs AS (
-        INSERT INTO jobs (id, kind, subject, run_at, attempts, payload)
-        SELECT o.id, nj.kind, nj.subject, nj.run_at, 0, nj.payload
-        FROM job_ord o JOIN nj ON nj.n = o.n
-    ), new_attempts AS (
-        INSERT INTO route_attempts (";
-/// The rest of [`APPLY`], after the route attempts' columns.
-const APPLY_END: &str = ")
-        SELECT a.sid, a.carrier, a.prefix, a.at, a.result, a.carrier_id, a.error_code, a.reason
-        FROM UNNEST($17::bigint[], $18::text[], $19::text[], $20::text[], $21::bigint[],
-            $22::text[], $23::text[], $24::bigint[], $25::text[])
-            AS a (owner, sid, carrier, prefix, at, result, carrier_id, error_code, reason)
-        WHERE a.owner IN (SELECT ord FROM u)
+/// (`u`), then what follows from each applied one: its event, the deletion of the job it
+/// completes, the jobs it creates (`$12`…`$16`, each job naming the `ord` of its
+/// transition; ids in increasing order in the order given) and its route attempts
+/// (`$17`…). Returns the `ord`s applied and the new jobs' ids in order.
+fn apply_sql() -> String {
+    format!(
+        "WITH t AS (
+            SELECT * FROM UNNEST($1::text[], $2::text[], $3::bigint[], $4::bigint[], $5::text[],
+                $6::text[], $7::text[], $8::text[], $9::bigint[], $10::text[], $11::bigint[])
+                WITH ORDINALITY AS t (sid, status, at, error_code, from_number, carrier,
+                    carrier_id, done_date, sent, expected, done_job, ord)
+        ), u AS (
+            UPDATE messages m SET status = t.status, updated = t.at,
+                error_code = COALESCE(t.error_code, m.error_code),
+                from_number = COALESCE(t.from_number, m.from_number),
+                carrier = COALESCE(t.carrier, m.carrier),
+                carrier_message_id = COALESCE(t.carrier_id, m.carrier_message_id),
+                raw_dlr_done_date = COALESCE(t.done_date, m.raw_dlr_done_date),
+                sent = COALESCE(m.sent, t.sent)
+            FROM t WHERE m.sid = t.sid AND m.status = t.expected
+            RETURNING t.ord, t.sid, t.status, t.at, t.error_code, t.done_job
+        ), done AS (
+            DELETE FROM jobs WHERE id IN (SELECT done_job FROM u)
+        ), ev AS (
+            INSERT INTO message_events (message_sid, status, at, error_code)
+            SELECT sid, status, at, error_code FROM u
+        ), {}, new_attempts AS (
+            INSERT INTO route_attempts ({ATTEMPT_COLS})
+            SELECT a.sid, a.carrier, a.prefix, a.at, a.result, a.carrier_id, a.error_code,
+                a.reason
+            FROM UNNEST($17::bigint[], $18::text[], $19::text[], $20::text[], $21::bigint[],
+                $22::text[], $23::text[], $24::bigint[], $25::text[])
+                AS a (owner, sid, carrier, prefix, at, result, carrier_id, error_code, reason)
+            WHERE a.owner IN (SELECT ord FROM u)
+        )
+        SELECT ARRAY(SELECT ord FROM u), {OWNED_JOB_IDS}",
+        owned_job_ctes(12, "bigint", "SELECT ord FROM u")
     )
-    SELECT ARRAY(SELECT ord FROM u), ARRAY(SELECT o.id FROM job_ord o JOIN nj ON nj.n = o.n ORDER BY nj.ord)";
+}
 
-/// The columns of transitions, their jobs and their attempts, as arrays for [`APPLY`].
+/// The columns of transitions and their attempts, as arrays for [`apply_sql`].
 #[derive(Default)]
 struct Columns<'a> {
     sids: Vec<&'a str>,
@@ -81,11 +72,6 @@ struct Columns<'a> {
     sent: Vec<Option<i64>>,
     expected: Vec<&'static str>,
     done_jobs: Vec<Option<i64>>,
-    job_owners: Vec<i64>,
-    job_kinds: Vec<&'static str>,
-    job_subjects: Vec<&'a str>,
-    job_run_ats: Vec<i64>,
-    job_payloads: Vec<&'a str>,
     attempt_owners: Vec<i64>,
     attempt_sids: Vec<&'a str>,
     attempt_carriers: Vec<&'a str>,
@@ -117,13 +103,6 @@ impl<'a> Columns<'a> {
                 .push(matches!(t.to, MessageStatus::Sent | MessageStatus::Sending).then_some(t.at));
             c.expected.push(t.expected.as_str());
             c.done_jobs.push(t.done_job);
-            for j in &t.jobs {
-                c.job_owners.push(ord);
-                c.job_kinds.push(j.kind.as_str());
-                c.job_subjects.push(j.subject.as_str());
-                c.job_run_ats.push(j.run_at);
-                c.job_payloads.push(j.payload.as_str());
-            }
             for a in &t.attempts {
                 c.push_attempt(ord, a);
             }
@@ -144,8 +123,9 @@ impl<'a> Columns<'a> {
         self.attempt_reasons.push(a.reason.as_str());
     }
 
-    fn params(&self) -> [&(dyn ToSql + Sync); 25] {
-        [
+    /// `$1`…`$11`, then `$17`… (the jobs' `$12`…`$16` come from [`OwnedJobParams`]).
+    fn params<'p>(&'p self, jobs: &'p OwnedJobParams<'a, i64>) -> Vec<&'p (dyn ToSql + Sync)> {
+        let mut p: Vec<&(dyn ToSql + Sync)> = vec![
             &self.sids,
             &self.tos,
             &self.ats,
@@ -157,11 +137,9 @@ impl<'a> Columns<'a> {
             &self.sent,
             &self.expected,
             &self.done_jobs,
-            &self.job_owners,
-            &self.job_kinds,
-            &self.job_subjects,
-            &self.job_run_ats,
-            &self.job_payloads,
+        ];
+        p.extend(jobs.params());
+        p.extend::<[&(dyn ToSql + Sync); 9]>([
             &self.attempt_owners,
             &self.attempt_sids,
             &self.attempt_carriers,
@@ -171,7 +149,8 @@ impl<'a> Columns<'a> {
             &self.attempt_carrier_ids,
             &self.attempt_error_codes,
             &self.attempt_reasons,
-        ]
+        ]);
+        p
     }
 }
 
@@ -210,15 +189,16 @@ pub(super) async fn apply_transitions<C: GenericClient>(
 /// [`apply_transitions`] for transitions of distinct messages.
 async fn apply_round<C: GenericClient>(c: &C, ts: &[&Transition]) -> Result<Vec<Result<Vec<Job>>>> {
     let columns = Columns::new(ts);
-    let sql = format!("{APPLY}{ATTEMPT_COLS}{APPLY_END}");
-    let (applied, ids): (Vec<i64>, Vec<i64>) = query_opt(c, &sql, &columns.params(), |r| {
-        Ok((
-            r.try_get(0).map_err(corrupt)?,
-            r.try_get(1).map_err(corrupt)?,
-        ))
-    })
-    .await?
-    .ok_or_else(|| StoreError::Unavailable("transitions returned no row".into()))?;
+    let jobs = OwnedJobParams::new((1i64..).zip(ts.iter().map(|t| t.jobs.as_slice())));
+    let (applied, ids): (Vec<i64>, Vec<i64>) =
+        query_opt(c, &apply_sql(), &columns.params(&jobs), |r| {
+            Ok((
+                r.try_get(0).map_err(corrupt)?,
+                r.try_get(1).map_err(corrupt)?,
+            ))
+        })
+        .await?
+        .ok_or_else(|| StoreError::Unavailable("transitions returned no row".into()))?;
     let applied: Vec<bool> = {
         let mut v = vec![false; ts.len()];
         for ord in applied {

@@ -461,13 +461,6 @@ impl Engine {
                 _ => return Err(EngineError::code(ErrorCode::MessagingServiceNotFound)),
             }
         }
-        if self
-            .store
-            .is_opted_out(account.sid, plan.to.as_str())
-            .await?
-        {
-            return Err(EngineError::code(ErrorCode::OptedOut));
-        }
         let created = now.timestamp_millis();
         let num_segments = if plan.messaging_service_sid.is_some() {
             0
@@ -501,7 +494,14 @@ impl Engine {
             run_at: message.send_at.unwrap_or(created),
             payload: String::new(),
         };
-        let jobs = self.insert_message(message.clone(), vec![route]).await?;
+        // Not written if the recipient opted out (checked in the same step as the write).
+        let sid = message.sid;
+        let jobs = self
+            .store
+            .insert_outbound(message.clone(), vec![route])
+            .await
+            .inspect_err(|e| self.resync.unsure(sid, e))?
+            .ok_or_else(|| EngineError::code(ErrorCode::OptedOut))?;
         metrics::counter!("tern_messages_accepted_total").increment(1);
         self.publish(jobs);
         Ok(message)

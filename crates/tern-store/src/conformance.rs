@@ -455,6 +455,46 @@ async fn opt_outs_toggle(s: &dyn Store) {
         .await
         .unwrap();
     assert!(!s.is_opted_out(a.sid, "+14155552671").await.unwrap());
+
+    // An outbound message to an opted-out handset is not written, jobs included; to
+    // another handset, or from another account, it is.
+    let other = account(None);
+    s.create_account(other.clone()).await.unwrap();
+    s.set_opt_out(a.sid, "+14155552671", true, 4).await.unwrap();
+    let jobs_before = s.pending_jobs().await.unwrap().len();
+    let route = |m: &Message| NewJob {
+        kind: JobKind::Route,
+        subject: m.sid,
+        run_at: 0,
+        payload: String::new(),
+    };
+    let blocked = message(a.sid, 10, "+14155552671");
+    assert_eq!(
+        s.insert_outbound(blocked.clone(), vec![route(&blocked)])
+            .await
+            .unwrap(),
+        None
+    );
+    assert!(s.message(blocked.sid).await.unwrap().is_none());
+    assert_eq!(s.pending_jobs().await.unwrap().len(), jobs_before);
+    for m in [
+        message(a.sid, 11, "+14155552672"),
+        message(other.sid, 12, "+14155552671"),
+    ] {
+        let jobs = s.insert_outbound(m.clone(), vec![route(&m)]).await.unwrap();
+        assert_eq!(jobs.map(|j| j.len()), Some(1));
+        assert_eq!(s.message(m.sid).await.unwrap().map(|x| x.sid), Some(m.sid));
+    }
+    // Opted in again: written.
+    s.set_opt_out(a.sid, "+14155552671", false, 5)
+        .await
+        .unwrap();
+    assert!(
+        s.insert_outbound(blocked.clone(), Vec::new())
+            .await
+            .unwrap()
+            .is_some()
+    );
 }
 
 async fn services_pool_and_round_robin(s: &dyn Store) {

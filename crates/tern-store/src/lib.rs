@@ -129,6 +129,14 @@ pub trait Store: Send + Sync + 'static {
     // Messages
     /// Writes a new message and its first jobs in one transaction.
     async fn insert_message(&self, message: Message, jobs: Vec<NewJob>) -> Result<Vec<Job>>;
+    /// [`Store::insert_message`] for an outbound message, unless its recipient (`to`) opted
+    /// out of the account's messages: then nothing is written and `None`. The check and the
+    /// write are one step, so an opt-out committed first always wins.
+    async fn insert_outbound(
+        &self,
+        message: Message,
+        jobs: Vec<NewJob>,
+    ) -> Result<Option<Vec<Job>>>;
     async fn message(&self, sid: Sid) -> Result<Option<Message>>;
     /// The message a carrier's id names: the carrier's current one, or one of an earlier
     /// accepted attempt it was resent from (compare `Message::carrier_message_id`).

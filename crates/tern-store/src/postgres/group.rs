@@ -27,9 +27,11 @@ use tern_bus::Job;
 use tokio::sync::{Mutex, mpsc, oneshot};
 use tokio_postgres::types::ToSql;
 
-use super::rows::{MESSAGE_COLS, STATEMENT_TIMEOUT, deadline, exec, query_opt, timed_out};
+use super::rows::{
+    MESSAGE_COLS, STATEMENT_TIMEOUT, deadline, exec, qualified, query_opt, timed_out,
+};
 use super::transition::apply_transitions;
-use super::{JOB_IDS, JobParams, corrupt, job_ctes, map_pg, map_pool, with_ids};
+use super::{OWNED_JOB_IDS, OwnedJobParams, corrupt, map_pg, map_pool, owned_job_ctes, with_ids};
 use crate::{Message, NewJob, Result, StoreError, Transition};
 
 /// Writer tasks: while one commits (waiting for its WAL flush), the others gather and run
@@ -42,13 +44,22 @@ const QUEUE: usize = 8192;
 
 /// A write and where its answer goes.
 enum Op {
-    Insert(Message, Vec<NewJob>, oneshot::Sender<Result<Vec<Job>>>),
+    Insert(NewMessage, oneshot::Sender<Result<Option<Vec<Job>>>>),
     Transition(Transition, oneshot::Sender<Result<Vec<Job>>>),
     Complete(Vec<i64>, oneshot::Sender<Result<()>>),
 }
 
+/// A message to write with its first jobs.
+struct NewMessage {
+    message: Message,
+    jobs: Vec<NewJob>,
+    /// Not written if its recipient opted out of the account's messages.
+    unless_opted_out: bool,
+}
+
 /// What a write came to.
 enum Outcome {
+    Inserted(Result<Option<Vec<Job>>>),
     Jobs(Result<Vec<Job>>),
     Done(Result<()>),
 }
@@ -57,7 +68,10 @@ impl Op {
     fn reply(self, outcome: Outcome) {
         // A caller that stopped waiting (its request was dropped) needs no answer.
         match (self, outcome) {
-            (Op::Insert(.., tx) | Op::Transition(_, tx), Outcome::Jobs(r)) => {
+            (Op::Insert(_, tx), Outcome::Inserted(r)) => {
+                let _ = tx.send(r);
+            }
+            (Op::Transition(_, tx), Outcome::Jobs(r)) => {
                 let _ = tx.send(r);
             }
             (Op::Complete(_, tx), Outcome::Done(r)) => {
@@ -69,7 +83,10 @@ impl Op {
 
     fn fail(self, e: StoreError) {
         match self {
-            Op::Insert(.., tx) | Op::Transition(_, tx) => {
+            Op::Insert(_, tx) => {
+                let _ = tx.send(Err(e));
+            }
+            Op::Transition(_, tx) => {
                 let _ = tx.send(Err(e));
             }
             Op::Complete(_, tx) => {
@@ -103,9 +120,21 @@ impl GroupCommit {
         self.largest.load(Ordering::Relaxed)
     }
 
-    pub(super) async fn insert_message(&self, m: Message, jobs: Vec<NewJob>) -> Result<Vec<Job>> {
+    /// Writes `message` and its jobs; `None` (nothing written) if `unless_opted_out` and
+    /// its recipient opted out.
+    pub(super) async fn insert_message(
+        &self,
+        message: Message,
+        jobs: Vec<NewJob>,
+        unless_opted_out: bool,
+    ) -> Result<Option<Vec<Job>>> {
         let (tx, rx) = oneshot::channel();
-        self.submit(Op::Insert(m, jobs, tx), rx).await
+        let new = NewMessage {
+            message,
+            jobs,
+            unless_opted_out,
+        };
+        self.submit(Op::Insert(new, tx), rx).await
     }
 
     pub(super) async fn transition(&self, t: Transition) -> Result<Vec<Job>> {
@@ -184,13 +213,12 @@ async fn run_batch(pool: &Pool, ops: Vec<Op>) {
 /// One write in its own statement (so its own transaction).
 async fn alone<C: GenericClient>(c: &C, op: &Op) -> Outcome {
     match op {
-        Op::Insert(m, jobs, _) => Outcome::Jobs(insert_messages(c, &[(m, jobs)]).await.and_then(
-            |mut per_message| {
-                per_message
-                    .pop()
-                    .ok_or_else(|| StoreError::Corrupt("insert returned no jobs".into()))
-            },
-        )),
+        Op::Insert(new, _) => {
+            Outcome::Inserted(insert_messages(c, &[new]).await.and_then(|mut r| {
+                r.pop()
+                    .ok_or_else(|| StoreError::Corrupt("an insert got no answer".into()))
+            }))
+        }
         Op::Transition(t, _) => {
             Outcome::Jobs(apply_transitions(c, &[t]).await.and_then(|mut r| {
                 r.pop().unwrap_or_else(|| {
@@ -235,10 +263,10 @@ async fn together(
 /// The writes of `ops` in `tx`, the outcomes in the order of `ops`; `Err` if a statement
 /// failed (which aborts the transaction).
 async fn write_all(tx: &deadpool_postgres::Transaction<'_>, ops: &[Op]) -> Result<Vec<Outcome>> {
-    let inserts: Vec<(&Message, &Vec<NewJob>)> = ops
+    let inserts: Vec<&NewMessage> = ops
         .iter()
         .filter_map(|op| match op {
-            Op::Insert(m, jobs, _) => Some((m, jobs)),
+            Op::Insert(new, _) => Some(new),
             _ => None,
         })
         .collect();
@@ -282,7 +310,7 @@ async fn write_all(tx: &deadpool_postgres::Transaction<'_>, ops: &[Op]) -> Resul
     let mut outcomes = Vec::with_capacity(ops.len());
     for op in ops {
         outcomes.push(match op {
-            Op::Insert(..) => Outcome::Jobs(Ok(inserted
+            Op::Insert(..) => Outcome::Inserted(Ok(inserted
                 .next()
                 .ok_or_else(|| StoreError::Corrupt("fewer inserts answered than made".into()))?)),
             Op::Complete(..) => Outcome::Done(Ok(())),
@@ -392,45 +420,76 @@ impl<'a> MessageArrays<'a> {
 }
 
 /// Writes messages, their first events and their jobs in one statement (so atomically,
-/// without an explicit transaction); the jobs of each message with their ids, in the
-/// order given.
-pub(super) async fn insert_messages<C: GenericClient>(
+/// without an explicit transaction): for each, the jobs with their ids (increasing in the
+/// order given), or `None` where it was not written because its recipient opted out.
+///
+/// The opt-out is looked up per message by a `LATERAL … LIMIT 1`, which keeps it an index
+/// probe whatever the statistics say (as an `EXISTS` it could become a hash of the whole
+/// `opt_outs` table).
+async fn insert_messages<C: GenericClient>(
     c: &C,
-    messages: &[(&Message, &Vec<NewJob>)],
-) -> Result<Vec<Vec<Job>>> {
+    messages: &[&NewMessage],
+) -> Result<Vec<Option<Vec<Job>>>> {
     let sql = format!(
-        "WITH m AS (
-            INSERT INTO messages ({MESSAGE_COLS})
+        "WITH n AS (
             SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
                 $6::text[], $7::text[], $8::text[], $9::bigint[], $10::bigint[], $11::bigint[],
                 $12::text[], $13::bigint[], $14::bigint[], $15::text[], $16::text[],
-                $17::text[], $18::bool[], $19::bigint[], $20::bigint[], $21::bigint[])
+                $17::text[], $18::bool[], $19::bigint[], $20::bigint[], $21::bigint[],
+                $22::bool[])
+                AS n ({MESSAGE_COLS}, unless_opted_out)
+        ), m AS (
+            INSERT INTO messages ({MESSAGE_COLS})
+            SELECT {} FROM n
+            LEFT JOIN LATERAL (
+                SELECT TRUE AS out FROM opt_outs o
+                WHERE n.unless_opted_out AND o.account_sid = n.account_sid
+                    AND o.handset = n.to_number
+                LIMIT 1
+            ) stop ON TRUE
+            WHERE stop.out IS NULL
             RETURNING sid, status, created, error_code
         ), ev AS (
             INSERT INTO message_events (message_sid, status, at, error_code)
             SELECT sid, status, created, error_code FROM m
         ), {}
-        SELECT {JOB_IDS}",
-        job_ctes(22, "TRUE")
+        SELECT ARRAY(SELECT sid FROM m), {OWNED_JOB_IDS}",
+        qualified(MESSAGE_COLS, "n"),
+        owned_job_ctes(23, "text", "SELECT sid FROM m")
     );
-    let ms: Vec<&Message> = messages.iter().map(|(m, _)| *m).collect();
+    let ms: Vec<&Message> = messages.iter().map(|n| &n.message).collect();
     let columns = MessageArrays::new(&ms);
-    let jobs: Vec<NewJob> = messages
-        .iter()
-        .flat_map(|(_, jobs)| jobs.iter().cloned())
-        .collect();
-    let job_params = JobParams::new(&jobs);
+    let unless_opted_out: Vec<bool> = messages.iter().map(|n| n.unless_opted_out).collect();
+    let jobs = OwnedJobParams::new(
+        messages
+            .iter()
+            .map(|n| (n.message.sid.as_str(), n.jobs.as_slice())),
+    );
     let params: Vec<&(dyn ToSql + Sync)> = columns
         .params()
         .into_iter()
-        .chain(job_params.params())
+        .chain([&unless_opted_out as &(dyn ToSql + Sync)])
+        .chain(jobs.params())
         .collect();
-    let ids: Vec<i64> = query_opt(c, &sql, &params, |r| r.try_get(0).map_err(corrupt))
-        .await?
-        .ok_or_else(|| StoreError::Unavailable("insert returned no ids".into()))?;
-    let mut written = with_ids(jobs, ids)?.into_iter();
+    let (written, ids): (Vec<String>, Vec<i64>) = query_opt(c, &sql, &params, |r| {
+        Ok((
+            r.try_get(0).map_err(corrupt)?,
+            r.try_get(1).map_err(corrupt)?,
+        ))
+    })
+    .await?
+    .ok_or_else(|| StoreError::Unavailable("insert returned no row".into()))?;
+    let written: std::collections::HashSet<&str> = written.iter().map(String::as_str).collect();
+    let is_written = |n: &NewMessage| written.contains(n.message.sid.as_str());
+    // The jobs of written messages, in order, get the ids in order.
+    let new_jobs: Vec<NewJob> = messages
+        .iter()
+        .filter(|n| is_written(n))
+        .flat_map(|n| n.jobs.iter().cloned())
+        .collect();
+    let mut new_jobs = with_ids(new_jobs, ids)?.into_iter();
     Ok(messages
         .iter()
-        .map(|(_, jobs)| written.by_ref().take(jobs.len()).collect())
+        .map(|n| is_written(n).then(|| new_jobs.by_ref().take(n.jobs.len()).collect()))
         .collect())
 }

@@ -1039,7 +1039,14 @@ impl Store for PostgresStore {
     }
 
     async fn insert_message(&self, m: Message, jobs: Vec<NewJob>) -> Result<Vec<Job>> {
-        self.group.insert_message(m, jobs).await
+        self.group
+            .insert_message(m, jobs, false)
+            .await?
+            .ok_or_else(|| StoreError::Corrupt("a message was not written".into()))
+    }
+
+    async fn insert_outbound(&self, m: Message, jobs: Vec<NewJob>) -> Result<Option<Vec<Job>>> {
+        self.group.insert_message(m, jobs, true).await
     }
 
     async fn message(&self, sid: Sid) -> Result<Option<Message>> {

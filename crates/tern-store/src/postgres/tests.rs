@@ -392,12 +392,12 @@ async fn hot_statements_settle_on_generic_plans() {
             let to = format!("+1415555{i:04}");
             store.account(a).await.unwrap();
             store.number_by_phone("+14155550100").await.unwrap();
-            assert!(!store.is_opted_out(a, &to).await.unwrap());
             let mut m = crate::conformance::message(a, 10 + i, &to);
             m.status = MessageStatus::Accepted;
             let route = store
-                .insert_message(m.clone(), vec![new_job(m.sid, JobKind::Route, "")])
+                .insert_outbound(m.clone(), vec![new_job(m.sid, JobKind::Route, "")])
                 .await
+                .unwrap()
                 .unwrap();
             store.message(m.sid).await.unwrap();
             let mut t = Transition::new(m.sid, m.status, MessageStatus::Queued, 20);
@@ -425,10 +425,15 @@ async fn hot_statements_settle_on_generic_plans() {
             store.complete_jobs(vec![hooks[0].id]).await.unwrap();
         }
         let c = store.client().await.unwrap();
+        // Except the insert of new messages, which looks up each recipient's opt-out: its
+        // generic plan assumes ten rows of every array, so ten lookups, and always costs
+        // more than a custom plan for the rows at hand (one here). Planned each time, it
+        // still gave +20 % accepted/s over a separate opt-out lookup per request.
         let replanned: Vec<(String, i64)> = c
             .query(
                 "SELECT statement, custom_plans FROM pg_prepared_statements
-                 WHERE custom_plans > 5 ORDER BY statement",
+                 WHERE custom_plans > 5 AND statement NOT LIKE '%FROM opt_outs o%'
+                 ORDER BY statement",
                 &[],
             )
             .await

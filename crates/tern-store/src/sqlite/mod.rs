@@ -297,6 +297,30 @@ fn in_savepoint<T>(conn: &Connection, f: impl FnOnce(&Connection) -> Result<T>) 
     }
 }
 
+/// A new message, its first event and its jobs.
+fn write_message(c: &Connection, m: &Message, jobs: Vec<NewJob>) -> Result<Vec<Job>> {
+    insert_message_row(c, m)?;
+    c.prepare_cached(
+        "INSERT INTO message_events (message_sid, status, at, error_code) VALUES (?1, ?2, ?3, ?4)",
+    )
+    .and_then(|mut s| {
+        s.execute(params![
+            m.sid.as_str(),
+            m.status.as_str(),
+            m.created,
+            m.error_code
+        ])
+    })
+    .map_err(map_sql)?;
+    insert_jobs(c, jobs)
+}
+
+fn opted_out(c: &Connection, account: Sid, handset: &str) -> Result<bool> {
+    c.prepare_cached("SELECT 1 FROM opt_outs WHERE account_sid = ?1 AND handset = ?2")
+        .and_then(|mut s| s.exists(params![account.as_str(), handset]))
+        .map_err(map_sql)
+}
+
 fn insert_jobs(conn: &Connection, jobs: Vec<NewJob>) -> Result<Vec<Job>> {
     let mut stmt = conn
         .prepare_cached("INSERT INTO jobs (kind, subject, run_at, attempts, payload) VALUES (?1, ?2, ?3, 0, ?4)")
@@ -909,12 +933,15 @@ impl Store for SqliteStore {
     }
 
     async fn insert_message(&self, m: Message, jobs: Vec<NewJob>) -> Result<Vec<Job>> {
+        self.write(move |c| write_message(c, &m, jobs)).await
+    }
+
+    async fn insert_outbound(&self, m: Message, jobs: Vec<NewJob>) -> Result<Option<Vec<Job>>> {
         self.write(move |c| {
-            insert_message_row(c, &m)?;
-            c.prepare_cached("INSERT INTO message_events (message_sid, status, at, error_code) VALUES (?1, ?2, ?3, ?4)")
-                .and_then(|mut s| s.execute(params![m.sid.as_str(), m.status.as_str(), m.created, m.error_code]))
-                .map_err(map_sql)?;
-            insert_jobs(c, jobs)
+            if opted_out(c, m.account_sid, &m.to)? {
+                return Ok(None);
+            }
+            write_message(c, &m, jobs).map(Some)
         })
         .await
     }
@@ -1158,12 +1185,7 @@ impl Store for SqliteStore {
 
     async fn is_opted_out(&self, account: Sid, handset: &str) -> Result<bool> {
         let handset = handset.to_string();
-        self.lookup(move |c| {
-            c.prepare_cached("SELECT 1 FROM opt_outs WHERE account_sid = ?1 AND handset = ?2")
-                .and_then(|mut s| s.exists(params![account.as_str(), handset]))
-                .map_err(map_sql)
-        })
-        .await
+        self.lookup(move |c| opted_out(c, account, &handset)).await
     }
 
     async fn pending_jobs(&self) -> Result<Vec<Job>> {

@@ -292,41 +292,18 @@ impl PostgresStore {
     }
 }
 
-/// Common table expressions that write jobs, for one statement together with whatever
-/// caused them. Parameters `$first`..`$first + 3` are the jobs' kinds, subjects, run_ats and
-/// payloads (see [`JobParams`]); rows are written only when `guard` (an SQL condition) holds.
-/// The ids are drawn first and handed out in increasing order to the jobs in the order
-/// given, as `job_ord (id, ord)`; the statement can return them with [`JOB_IDS`].
-///
-/// (Counting rows with `UNNEST` rather than `generate_series` keeps the generic plan's row
-/// estimate close to a custom plan's, so that PostgreSQL settles on the generic plan
-/// instead of planning the statement again at every execution. The sequence is named as a
-/// `regclass` constant, resolved once when planning: `pg_get_serial_sequence` looked it up
-/// in the catalog for every row, and made a transition with jobs 2.7× slower.)
-fn job_ctes(first: usize, guard: &str) -> String {
-    let (kinds, subjects, run_ats, payloads) = (first, first + 1, first + 2, first + 3);
-    format!(
-        "job_ids AS (
-            SELECT nextval('jobs_id_seq'::regclass) AS id
-            FROM UNNEST(${kinds}::text[]) WHERE {guard}
-        ), job_ord AS (
-            SELECT id, row_number() OVER (ORDER BY id) AS ord FROM job_ids
-        ), new_jobs AS (
-            INSERT INTO jobs (id, kind, subject, run_at, attempts, payload)
-            SELECT o.id, t.kind, t.subject, t.run_at, 0, t.payload
-            FROM job_ord o
-            JOIN UNNEST(${kinds}::text[], ${subjects}::text[], ${run_ats}::bigint[], ${payloads}::text[])
-                WITH ORDINALITY AS t (kind, subject, run_at, payload, ord) ON t.ord = o.ord
-        )"
-    )
-}
-
 /// Common table expressions that write the jobs of whatever a statement wrote: parameters
 /// `$first`..`$first + 4` are the jobs' owners (of SQL type `owner_type`), kinds,
 /// subjects, run_ats and payloads; a job is written only if its owner is among the rows of
 /// `written` (an SQL query of one column). Its ids are drawn for the jobs written and
 /// handed out in increasing order in the order the jobs were given; the statement returns
 /// them with [`OWNED_JOB_IDS`].
+///
+/// (Counting rows with `UNNEST` rather than `generate_series` keeps the generic plan's row
+/// estimate close to a custom plan's, so that PostgreSQL settles on the generic plan
+/// instead of planning the statement again at every execution. The sequence is named as a
+/// `regclass` constant, resolved once when planning: `pg_get_serial_sequence` looked it up
+/// in the catalog for every row, and made a transition with jobs 2.7× slower.)
 fn owned_job_ctes(first: usize, owner_type: &str, written: &str) -> String {
     let p: Vec<usize> = (first..first + 5).collect();
     format!(
@@ -378,10 +355,7 @@ impl<'a, O: ToSql + Sync + Copy> OwnedJobParams<'a, O> {
     }
 }
 
-/// The ids written by [`job_ctes`], in the order of the jobs given.
-const JOB_IDS: &str = "ARRAY(SELECT id FROM job_ord ORDER BY ord)";
-
-/// The columns of new jobs, as parameters of [`job_ctes`].
+/// The columns of new jobs (see [`OwnedJobParams`]).
 #[derive(Default)]
 struct JobParams<'a> {
     kinds: Vec<&'static str>,
@@ -391,14 +365,6 @@ struct JobParams<'a> {
 }
 
 impl<'a> JobParams<'a> {
-    fn new(jobs: &'a [NewJob]) -> JobParams<'a> {
-        let mut p = JobParams::default();
-        for j in jobs {
-            p.push(j);
-        }
-        p
-    }
-
     fn push(&mut self, j: &'a NewJob) {
         self.kinds.push(j.kind.as_str());
         self.subjects.push(j.subject.as_str());
@@ -472,7 +438,7 @@ impl<'a> AttemptParams<'a> {
     }
 }
 
-/// The jobs with the ids a statement built with [`job_ctes`] returned for them.
+/// The jobs with the ids a statement built with [`owned_job_ctes`] returned for them.
 fn with_ids(jobs: Vec<NewJob>, ids: Vec<i64>) -> Result<Vec<Job>> {
     if ids.len() != jobs.len() {
         return Err(StoreError::Corrupt(format!(
@@ -501,8 +467,12 @@ async fn insert_jobs<C: GenericClient>(c: &C, jobs: Vec<NewJob>) -> Result<Vec<J
     if jobs.is_empty() {
         return Ok(Vec::new());
     }
-    let sql = format!("WITH {} SELECT {JOB_IDS}", job_ctes(1, "TRUE"));
-    let p = JobParams::new(&jobs);
+    // Jobs of their own: one owner, always written.
+    let sql = format!(
+        "WITH {} SELECT {OWNED_JOB_IDS}",
+        owned_job_ctes(1, "bigint", "VALUES (0::bigint)")
+    );
+    let p = OwnedJobParams::new(std::iter::once((0i64, jobs.as_slice())));
     let ids: Vec<i64> = query_opt(c, &sql, &p.params(), |r| r.try_get(0).map_err(corrupt))
         .await?
         .ok_or_else(|| StoreError::Unavailable("insert returned no ids".into()))?;

@@ -2,8 +2,9 @@
 //! of preference.
 //!
 //! A route names an E.164 prefix (`"+"` matches every destination) and a list of carrier
-//! ids; the longest matching prefix wins. The first carrier listed is preferred and each
-//! further attempt moves to the next one, wrapping around, so a carrier that errors hands
+//! ids; the longest matching prefix wins. The first carrier listed is preferred and
+//! further attempts move down the list (the walk is the engine's: `tern-node`'s `network`
+//! module, which keeps this order with `learn = false`), so a carrier that errors hands
 //! its traffic to the next without operator action. The Super Network replaces the fixed
 //! order with a learned ranking; this table stays as its operator constraints: per
 //! carrier a `weight` (preference between carriers of equal quality and cost, higher
@@ -290,19 +291,6 @@ impl RouteTable {
             (p, _) => p,
         }
     }
-
-    /// The carriers for `to`, most preferred first; `None` when no route matches.
-    pub fn carriers_for(&self, to: &str) -> Option<&[String]> {
-        self.route_for(to).map(|r| r.carriers.as_slice())
-    }
-
-    /// The carrier for attempt number `attempt` (0 for the first) of a message to `to`:
-    /// the route's carriers in order, wrapping around.
-    pub fn pick(&self, to: &str, attempt: u32) -> Option<&str> {
-        let carriers = self.carriers_for(to)?;
-        let i = attempt as usize % carriers.len().max(1);
-        carriers.get(i).map(String::as_str)
-    }
 }
 
 #[cfg(test)]
@@ -314,6 +302,11 @@ mod tests {
 
     fn route(prefix: &str, carriers: &[&str]) -> Route {
         Route::new(prefix, carriers.iter().map(|c| (*c).to_owned()).collect())
+    }
+
+    /// The carriers of the route `to` takes, most preferred first.
+    fn carriers<'a>(t: &'a RouteTable, to: &str) -> Option<&'a [String]> {
+        t.route_for(to).map(|r| r.carriers.as_slice())
     }
 
     #[test]
@@ -472,7 +465,7 @@ mod tests {
     }
 
     #[test]
-    fn the_longest_prefix_wins_and_attempts_walk_the_list() {
+    fn the_longest_prefix_wins() {
         let t = RouteTable::new(
             vec![
                 route("+", &["a"]),
@@ -482,25 +475,21 @@ mod tests {
             &["a", "b", "c"],
         )
         .unwrap();
-        assert_eq!(t.pick("+15551234567", 0), Some("a"));
-        assert_eq!(t.pick("+15551234567", 3), Some("a"));
-        assert_eq!(t.pick("+442071234567", 0), Some("b"));
-        assert_eq!(t.pick("+442071234567", 1), Some("a"));
-        assert_eq!(t.pick("+447700900123", 0), Some("c"));
-        assert_eq!(t.pick("+447700900123", 1), Some("b"));
-        assert_eq!(t.pick("+447700900123", 2), Some("c"));
+        assert_eq!(carriers(&t, "+15551234567").unwrap(), ["a"]);
+        assert_eq!(carriers(&t, "+442071234567").unwrap(), ["b", "a"]);
+        assert_eq!(carriers(&t, "+447700900123").unwrap(), ["c", "b"]);
     }
 
     #[test]
     fn without_routes_every_carrier_serves_everything_in_order() {
         let t = RouteTable::new(vec![], &["x", "y"]).unwrap();
-        assert_eq!(t.carriers_for("+33612345678").unwrap(), ["x", "y"]);
+        assert_eq!(carriers(&t, "+33612345678").unwrap(), ["x", "y"]);
     }
 
     #[test]
     fn a_destination_no_route_covers_has_no_carrier() {
         let t = RouteTable::new(vec![route("+1", &["a"])], &["a"]).unwrap();
-        assert_eq!(t.pick("+447700900123", 0), None);
+        assert_eq!(carriers(&t, "+447700900123"), None);
     }
 
     #[test]
@@ -534,12 +523,11 @@ mod tests {
     }
 
     proptest! {
-        /// Whatever the table, the carrier picked is listed by the longest matching prefix.
+        /// Whatever the table, the carriers are those of the longest matching prefix.
         #[test]
-        fn the_pick_comes_from_the_longest_matching_route(
+        fn the_route_taken_is_the_longest_matching_one(
             prefixes in proptest::collection::hash_set("\\+[0-9]{0,4}", 1..8),
             to in "\\+[0-9]{6,12}",
-            attempt in 0u32..10,
         ) {
             let routes: Vec<Route> = prefixes
                 .iter()
@@ -551,13 +539,7 @@ mod tests {
                 .iter()
                 .filter(|r| to.starts_with(&r.prefix))
                 .max_by_key(|r| r.prefix.len());
-            match best {
-                None => prop_assert_eq!(t.pick(&to, attempt), None),
-                Some(r) => {
-                    let c = t.pick(&to, attempt).unwrap();
-                    prop_assert_eq!(c, r.carriers[attempt as usize % r.carriers.len()].as_str());
-                }
-            }
+            prop_assert_eq!(carriers(&t, &to), best.map(|r| r.carriers.as_slice()));
         }
     }
 }

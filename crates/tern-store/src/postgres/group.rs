@@ -263,28 +263,14 @@ async fn together(
 /// The writes of `ops` in `tx`, the outcomes in the order of `ops`; `Err` if a statement
 /// failed (which aborts the transaction).
 async fn write_all(tx: &deadpool_postgres::Transaction<'_>, ops: &[Op]) -> Result<Vec<Outcome>> {
-    let inserts: Vec<&NewMessage> = ops
-        .iter()
-        .filter_map(|op| match op {
-            Op::Insert(new, _) => Some(new),
-            _ => None,
-        })
-        .collect();
-    let done: Vec<i64> = ops
-        .iter()
-        .filter_map(|op| match op {
-            Op::Complete(ids, _) => Some(ids.iter().copied()),
-            _ => None,
-        })
-        .flatten()
-        .collect();
-    let transitions: Vec<&Transition> = ops
-        .iter()
-        .filter_map(|op| match op {
-            Op::Transition(t, _) => Some(t),
-            _ => None,
-        })
-        .collect();
+    let (mut inserts, mut done, mut transitions) = (Vec::new(), Vec::new(), Vec::new());
+    for op in ops {
+        match op {
+            Op::Insert(new, _) => inserts.push(new),
+            Op::Complete(ids, _) => done.extend_from_slice(ids),
+            Op::Transition(t, _) => transitions.push(t),
+        }
+    }
     // All statements go out at once (tokio-postgres pipelines what is polled together);
     // the server runs them in this order.
     let (inserted, completed, transitions) = tokio::join!(

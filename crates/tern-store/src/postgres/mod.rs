@@ -392,7 +392,9 @@ fn attempt_cte(first: usize, guard: &str) -> String {
     )
 }
 
-/// The columns of route attempts, as parameters of [`attempt_cte`].
+/// The columns of route attempts, as parameters of [`attempt_cte`] (and of the
+/// transitions statement's, after their owners).
+#[derive(Default)]
 struct AttemptParams<'a> {
     sids: Vec<&'a str>,
     carriers: Vec<&'a str>,
@@ -406,22 +408,22 @@ struct AttemptParams<'a> {
 
 impl<'a> AttemptParams<'a> {
     fn new(attempts: &'a [RouteAttempt]) -> AttemptParams<'a> {
-        AttemptParams {
-            sids: attempts.iter().map(|a| a.message_sid.as_str()).collect(),
-            carriers: attempts.iter().map(|a| a.carrier.as_str()).collect(),
-            prefixes: attempts.iter().map(|a| a.prefix.as_str()).collect(),
-            ats: attempts.iter().map(|a| a.at).collect(),
-            results: attempts.iter().map(|a| a.result.as_str()).collect(),
-            carrier_ids: attempts
-                .iter()
-                .map(|a| a.carrier_message_id.as_deref())
-                .collect(),
-            error_codes: attempts
-                .iter()
-                .map(|a| a.error_code.map(i64::from))
-                .collect(),
-            reasons: attempts.iter().map(|a| a.reason.as_str()).collect(),
+        let mut p = AttemptParams::default();
+        for a in attempts {
+            p.push(a);
         }
+        p
+    }
+
+    fn push(&mut self, a: &'a RouteAttempt) {
+        self.sids.push(a.message_sid.as_str());
+        self.carriers.push(a.carrier.as_str());
+        self.prefixes.push(a.prefix.as_str());
+        self.ats.push(a.at);
+        self.results.push(a.result.as_str());
+        self.carrier_ids.push(a.carrier_message_id.as_deref());
+        self.error_codes.push(a.error_code.map(i64::from));
+        self.reasons.push(a.reason.as_str());
     }
 
     fn params(&self) -> [&(dyn ToSql + Sync); 8] {

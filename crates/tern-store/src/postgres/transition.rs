@@ -14,8 +14,8 @@ use tern_types::{MessageStatus, Sid};
 use tokio_postgres::types::ToSql;
 
 use super::rows::{ATTEMPT_COLS, parse_status, query_all, query_opt, sid};
-use super::{OWNED_JOB_IDS, OwnedJobParams, corrupt, owned_job_ctes, with_ids};
-use crate::{NewJob, Result, RouteAttempt, StoreError, Transition};
+use super::{AttemptParams, OWNED_JOB_IDS, OwnedJobParams, corrupt, owned_job_ctes, with_ids};
+use crate::{NewJob, Result, StoreError, Transition};
 
 /// Transitions (`t`, numbered by `ord` from 1) applied where their compare-and-set holds
 /// (`u`), then what follows from each applied one: its event, the deletion of the job it
@@ -72,15 +72,9 @@ struct Columns<'a> {
     sent: Vec<Option<i64>>,
     expected: Vec<&'static str>,
     done_jobs: Vec<Option<i64>>,
+    /// The transition (`ord`) each attempt belongs to.
     attempt_owners: Vec<i64>,
-    attempt_sids: Vec<&'a str>,
-    attempt_carriers: Vec<&'a str>,
-    attempt_prefixes: Vec<&'a str>,
-    attempt_ats: Vec<i64>,
-    attempt_results: Vec<&'static str>,
-    attempt_carrier_ids: Vec<Option<&'a str>>,
-    attempt_error_codes: Vec<Option<i64>>,
-    attempt_reasons: Vec<&'a str>,
+    attempts: AttemptParams<'a>,
 }
 
 impl<'a> Columns<'a> {
@@ -104,23 +98,11 @@ impl<'a> Columns<'a> {
             c.expected.push(t.expected.as_str());
             c.done_jobs.push(t.done_job);
             for a in &t.attempts {
-                c.push_attempt(ord, a);
+                c.attempt_owners.push(ord);
+                c.attempts.push(a);
             }
         }
         c
-    }
-
-    fn push_attempt(&mut self, owner: i64, a: &'a RouteAttempt) {
-        self.attempt_owners.push(owner);
-        self.attempt_sids.push(a.message_sid.as_str());
-        self.attempt_carriers.push(a.carrier.as_str());
-        self.attempt_prefixes.push(a.prefix.as_str());
-        self.attempt_ats.push(a.at);
-        self.attempt_results.push(a.result.as_str());
-        self.attempt_carrier_ids
-            .push(a.carrier_message_id.as_deref());
-        self.attempt_error_codes.push(a.error_code.map(i64::from));
-        self.attempt_reasons.push(a.reason.as_str());
     }
 
     /// `$1`…`$11`, then `$17`… (the jobs' `$12`…`$16` come from [`OwnedJobParams`]).
@@ -139,17 +121,8 @@ impl<'a> Columns<'a> {
             &self.done_jobs,
         ];
         p.extend(jobs.params());
-        p.extend::<[&(dyn ToSql + Sync); 9]>([
-            &self.attempt_owners,
-            &self.attempt_sids,
-            &self.attempt_carriers,
-            &self.attempt_prefixes,
-            &self.attempt_ats,
-            &self.attempt_results,
-            &self.attempt_carrier_ids,
-            &self.attempt_error_codes,
-            &self.attempt_reasons,
-        ]);
+        p.push(&self.attempt_owners);
+        p.extend(self.attempts.params());
         p
     }
 }

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use tern_types::{Sid, SidPrefix};
 
-use crate::{Event, Job, JobKind, Queue};
+use crate::{Event, Job, JobKind, Queue, Request, RequestError};
 
 /// How long any single wait may take before the suite declares the queue stuck.
 pub const HANG_GUARD: Duration = Duration::from_secs(30);
@@ -55,6 +55,7 @@ where
     close_wakes_waiting_workers(make().await).await;
     depth_counts_published_untaken_jobs(make().await).await;
     events_reach_subscribers_in_order(make().await).await;
+    requests_reach_one_server_and_come_back(make().await).await;
 }
 
 /// An event of kind `kind` numbered `n`.
@@ -94,6 +95,81 @@ pub async fn events_reach_subscribers_in_order(q: Arc<dyn Queue>) {
         next_event(&mut late, "late").await,
         event("network.link", 7)
     );
+}
+
+/// Answers every request of `requests` with `tag` followed by the request's payload.
+fn answer_with(
+    tag: u8,
+    mut requests: tokio::sync::mpsc::Receiver<Request>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        while let Some(r) = requests.recv().await {
+            let mut answer = vec![tag];
+            answer.extend_from_slice(&r.payload);
+            r.reply(answer).await;
+        }
+    })
+}
+
+pub async fn requests_reach_one_server_and_come_back(q: Arc<dyn Queue>) {
+    let what = "requests";
+    let ask = |service: &'static str, payload: Vec<u8>, timeout: Duration| {
+        let q = q.clone();
+        async move { q.request(service, payload, timeout).await }
+    };
+    // Nobody serves it: said at once, not after the timeout.
+    match tokio::time::timeout(HANG_GUARD, ask("echo", vec![1], HANG_GUARD * 4)).await {
+        Ok(Err(RequestError::NoServer(s))) => assert_eq!(s, "echo"),
+        other => panic!("{what}: with no server: {other:?}"),
+    }
+    assert!(
+        q.serve("not.a.name").await.is_err(),
+        "{what}: a dotted name"
+    );
+
+    // Two servers: each request is answered once, by one of them; both get some.
+    let a = answer_with(b'a', q.serve("echo").await.expect("serve"));
+    let b = answer_with(b'b', q.serve("echo").await.expect("serve"));
+    let mut by = HashMap::new();
+    for n in 0..40u8 {
+        let answer = ask("echo", vec![n, 7], HANG_GUARD)
+            .await
+            .unwrap_or_else(|e| panic!("{what}: request {n}: {e}"));
+        assert_eq!(answer[1..], [n, 7], "{what}: the answer to request {n}");
+        *by.entry(answer[0]).or_insert(0) += 1;
+    }
+    assert_eq!(
+        by.len(),
+        2,
+        "{what}: requests shared by the servers: {by:?}"
+    );
+
+    // A server that keeps a request unanswered: the asker gives up after its timeout.
+    let silent = q.serve("silent").await.expect("serve");
+    let started = tokio::time::Instant::now();
+    let wait = Duration::from_millis(300);
+    match tokio::time::timeout(HANG_GUARD, ask("silent", vec![1], wait)).await {
+        Ok(Err(RequestError::TimedOut { service, timeout })) => {
+            assert_eq!((service.as_str(), timeout), ("silent", wait));
+        }
+        other => panic!("{what}: unanswered: {other:?}"),
+    }
+    assert!(started.elapsed() >= wait, "{what}: gave up early");
+    drop(silent);
+
+    // Servers that stop serving: nobody serves it any more (a NATS unsubscribe travels).
+    a.abort();
+    b.abort();
+    let deadline = tokio::time::Instant::now() + HANG_GUARD;
+    loop {
+        match ask("echo", vec![1], Duration::from_secs(1)).await {
+            Err(RequestError::NoServer(_)) => break,
+            other if tokio::time::Instant::now() >= deadline => {
+                panic!("{what}: after the servers stopped: {other:?}")
+            }
+            _ => tokio::time::sleep(Duration::from_millis(25)).await,
+        }
+    }
 }
 
 /// `q.next(kind)`, failing the test if nothing arrives within [`HANG_GUARD`] or the queue

@@ -3,11 +3,16 @@
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 
 use async_trait::async_trait;
-use tokio::sync::Notify;
+use tokio::sync::{Notify, mpsc};
 
-use crate::{BusError, EVENT_BUFFER, Event, Job, JobKind, Queue};
+use crate::jetstream::check_name;
+use crate::{
+    BusError, EVENT_BUFFER, Event, Job, JobKind, Queue, Request, RequestError, SERVE_BUFFER,
+};
 
 fn now_ms() -> i64 {
     std::time::SystemTime::now()
@@ -51,6 +56,9 @@ pub struct InProcessQueue {
     /// Wakes the timer when an earlier deadline arrives.
     timer_signal: Notify,
     events: tokio::sync::broadcast::Sender<Event>,
+    /// Servers by service; requests take turns among a service's servers.
+    services: Mutex<HashMap<String, Vec<mpsc::Sender<Request>>>>,
+    turn: AtomicUsize,
 }
 
 impl Default for InProcessQueue {
@@ -69,7 +77,22 @@ impl InProcessQueue {
                 .collect(),
             timer_signal: Notify::new(),
             events: tokio::sync::broadcast::Sender::new(EVENT_BUFFER),
+            services: Mutex::default(),
+            turn: AtomicUsize::new(0),
         }
+    }
+
+    /// One live server of `service`, taking turns; servers that stopped are forgotten.
+    fn server(&self, service: &str) -> Option<mpsc::Sender<Request>> {
+        let mut services = self.services.lock().unwrap_or_else(|p| p.into_inner());
+        let servers = services.get_mut(service)?;
+        servers.retain(|s| !s.is_closed());
+        if servers.is_empty() {
+            services.remove(service);
+            return None;
+        }
+        let n = self.turn.fetch_add(1, Ordering::Relaxed) % servers.len();
+        Some(servers[n].clone())
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -208,6 +231,45 @@ impl Queue for InProcessQueue {
     /// Publishing is a push onto a list: nothing is ever dropped.
     fn take_dropped(&self) -> Vec<i64> {
         Vec::new()
+    }
+
+    async fn request(
+        &self,
+        service: &str,
+        payload: Vec<u8>,
+        timeout: Duration,
+    ) -> Result<Vec<u8>, RequestError> {
+        let no_server = || RequestError::NoServer(service.to_owned());
+        let server = self.server(service).ok_or_else(no_server)?;
+        let (request, answer) = Request::in_process(payload);
+        let asked = async {
+            server.send(request).await.map_err(|_| no_server())?;
+            // A server that drops the request unanswered is a server that never answers.
+            answer.await.map_err(|_| RequestError::TimedOut {
+                service: service.to_owned(),
+                timeout,
+            })
+        };
+        tokio::time::timeout(timeout, asked)
+            .await
+            .unwrap_or_else(|_| {
+                Err(RequestError::TimedOut {
+                    service: service.to_owned(),
+                    timeout,
+                })
+            })
+    }
+
+    async fn serve(&self, service: &str) -> Result<mpsc::Receiver<Request>, BusError> {
+        check_name("service", service)?;
+        let (tx, rx) = mpsc::channel(SERVE_BUFFER);
+        self.services
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(service.to_owned())
+            .or_default()
+            .push(tx);
+        Ok(rx)
     }
 }
 

@@ -40,6 +40,10 @@
 //!   not JetStream: they are signals, worth nothing once superseded, so nothing stores
 //!   them. Each queue subscribes to its region's events once and fans them out to
 //!   [`Queue::events`] receivers.
+//! * Requests ([`Queue::request`]) are NATS request/reply on
+//!   `[<namespace>.]tern.<region>.services.<service>`; the nodes serving a service share one
+//!   queue group, so one of them gets each request, and with none the server answers "no
+//!   responders" at once.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -50,7 +54,7 @@ use async_nats::jetstream::consumer::pull::BatchConfig;
 use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, PullConsumer, pull};
 use async_nats::jetstream::stream::{self, RetentionPolicy, StorageType};
 use async_nats::jetstream::{self, AckKind, Context};
-use async_nats::{HeaderMap, StatusCode, Subject, Subscriber};
+use async_nats::{HeaderMap, RequestErrorKind, StatusCode, Subject, Subscriber};
 use async_trait::async_trait;
 use futures_util::{FutureExt, StreamExt};
 use serde::{Deserialize, Serialize};
@@ -59,7 +63,7 @@ use tokio::sync::{Mutex, mpsc, oneshot, watch};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
-use crate::{EVENT_BUFFER, Event, Job, JobKind, Queue};
+use crate::{EVENT_BUFFER, Event, Job, JobKind, Queue, Request, RequestError, SERVE_BUFFER};
 
 /// The region used when none is given.
 pub const DEFAULT_REGION: &str = "local";
@@ -92,6 +96,8 @@ const PULL_RETRY: Duration = Duration::from_millis(250);
 const PUBLISH_ATTEMPTS: u32 = 5;
 /// How often a publish waiting for the connection looks at it again.
 const RECONNECT_POLL: Duration = Duration::from_millis(250);
+/// The queue group of every service's servers: one of them gets each request.
+const SERVICE_GROUP: &str = "tern";
 /// Bound on connecting and on each setup request.
 const SETUP_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -150,7 +156,7 @@ fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
-fn check_name(what: &'static str, value: &str) -> Result<(), BusError> {
+pub(crate) fn check_name(what: &'static str, value: &str) -> Result<(), BusError> {
     let ok = !value.is_empty()
         && value.len() <= 64
         && value
@@ -258,6 +264,12 @@ impl Layout {
     fn events_subject(&self, kind: &str) -> String {
         let base = self.subject_base.trim_end_matches(".jobs");
         format!("{base}.events.{kind}")
+    }
+
+    /// `[<namespace>.]tern.<region>.services.<service>`.
+    fn service_subject(&self, service: &str) -> String {
+        let base = self.subject_base.trim_end_matches(".jobs");
+        format!("{base}.services.{service}")
     }
 
     fn consumer(&self, kind: JobKind) -> String {
@@ -625,6 +637,84 @@ impl Queue for JetStreamQueue {
 
     fn take_dropped(&self) -> Vec<i64> {
         std::mem::take(&mut *self.dropped.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    async fn request(
+        &self,
+        service: &str,
+        payload: Vec<u8>,
+        timeout: Duration,
+    ) -> Result<Vec<u8>, RequestError> {
+        // A name nobody can serve (see `serve`) has no server.
+        check_name("service", service).map_err(|_| RequestError::NoServer(service.to_owned()))?;
+        // While disconnected the client would buffer the request and time out, which
+        // would read as "may have been acted on"; nobody can have got it.
+        self.health().map_err(|e| RequestError::Unreachable {
+            service: service.to_owned(),
+            reason: e.to_string(),
+        })?;
+        let request = async_nats::Request::new()
+            .payload(payload.into())
+            .timeout(Some(timeout));
+        match self
+            .context
+            .client()
+            .send_request(self.layout.service_subject(service), request)
+            .await
+        {
+            Ok(answer) => Ok(answer.payload.to_vec()),
+            Err(e) => Err(match e.kind() {
+                RequestErrorKind::NoResponders => RequestError::NoServer(service.to_owned()),
+                RequestErrorKind::TimedOut => RequestError::TimedOut {
+                    service: service.to_owned(),
+                    timeout,
+                },
+                // Nobody got it: the subject, the size or the connection was refused.
+                _ => RequestError::Unreachable {
+                    service: service.to_owned(),
+                    reason: e.to_string(),
+                },
+            }),
+        }
+    }
+
+    async fn serve(&self, service: &str) -> Result<mpsc::Receiver<Request>, BusError> {
+        check_name("service", service)?;
+        let client = self.context.client();
+        let subject = self.layout.service_subject(service);
+        let mut requests = bounded("serve", async {
+            let sub = client
+                .queue_subscribe(subject.clone(), SERVICE_GROUP.to_owned())
+                .await
+                .map_err(|e| BusError::js(format!("subscribing to {subject}"), e))?;
+            // Once the server has the subscription, requests reach this node.
+            client
+                .flush()
+                .await
+                .map_err(|e| BusError::js(format!("subscribing to {subject}"), e))?;
+            Ok(sub)
+        })
+        .await?;
+        let (tx, rx) = mpsc::channel(SERVE_BUFFER);
+        tokio::spawn(async move {
+            loop {
+                let msg = tokio::select! {
+                    () = tx.closed() => break,
+                    msg = requests.next() => match msg {
+                        Some(msg) => msg,
+                        None => break,
+                    },
+                };
+                // A plain publish on the subject is no request: there is nobody to answer.
+                let Some(reply) = msg.reply else { continue };
+                let request = Request::nats(msg.payload.to_vec(), client.clone(), reply);
+                if tx.send(request).await.is_err() {
+                    break;
+                }
+            }
+            let _ = requests.unsubscribe().await;
+        });
+        Ok(rx)
     }
 }
 

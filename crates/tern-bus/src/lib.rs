@@ -16,6 +16,12 @@
 //! react to (the status page, alerts) — a carrier path's health moving, say. They go to
 //! every node of the region ([`Queue::emit`], [`Queue::events`]) and are signals, not
 //! work: best effort, never stored by Tern, each superseded by the next state.
+//!
+//! And it carries **requests** between the nodes of a region ([`Queue::request`],
+//! [`Queue::serve`]): a question for whichever node serves a named service now — a carrier
+//! bound by another node, say — answered once or not at all. Requests are not durable
+//! either: the asker holds the work (a job still in the store) and decides what a missing
+//! answer means.
 
 pub mod conformance;
 pub mod inproc;
@@ -23,8 +29,11 @@ pub mod jetstream;
 
 pub use jetstream::{BusError, JetStreamQueue};
 
+use std::time::Duration;
+
 use async_trait::async_trait;
 use tern_types::Sid;
+use tokio::sync::{mpsc, oneshot};
 
 /// The kinds of work, each with its own workers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -84,6 +93,75 @@ pub struct Event {
 /// subscriber is told how many, by `broadcast`'s `Lagged`).
 pub const EVENT_BUFFER: usize = 1024;
 
+/// Requests waiting for a slow server, at most; beyond it askers are told it is busy.
+pub const SERVE_BUFFER: usize = 256;
+
+/// Why a request got no answer.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RequestError {
+    /// No node of the region serves it now (nobody got the request).
+    #[error("no node of the region serves {0}")]
+    NoServer(String),
+    /// Nobody answered in time: the request may or may not have been acted on.
+    #[error("{service} did not answer within {timeout:?}")]
+    TimedOut { service: String, timeout: Duration },
+    /// The bus could not carry the request (nobody got it).
+    #[error("cannot ask {service}: {reason}")]
+    Unreachable { service: String, reason: String },
+}
+
+/// A request for a service this node serves; answer it with [`Request::reply`].
+pub struct Request {
+    pub payload: Vec<u8>,
+    reply: Reply,
+}
+
+enum Reply {
+    InProcess(oneshot::Sender<Vec<u8>>),
+    Nats {
+        client: async_nats::Client,
+        subject: async_nats::Subject,
+    },
+}
+
+impl Request {
+    pub(crate) fn in_process(payload: Vec<u8>) -> (Request, oneshot::Receiver<Vec<u8>>) {
+        let (tx, rx) = oneshot::channel();
+        (
+            Request {
+                payload,
+                reply: Reply::InProcess(tx),
+            },
+            rx,
+        )
+    }
+
+    pub(crate) fn nats(
+        payload: Vec<u8>,
+        client: async_nats::Client,
+        subject: async_nats::Subject,
+    ) -> Request {
+        Request {
+            payload,
+            reply: Reply::Nats { client, subject },
+        }
+    }
+
+    /// Sends the answer to the asker (best effort: the asker may have given up).
+    pub async fn reply(self, payload: Vec<u8>) {
+        match self.reply {
+            Reply::InProcess(tx) => {
+                let _ = tx.send(payload);
+            }
+            Reply::Nats { client, subject } => {
+                if let Err(e) = client.publish(subject, payload.into()).await {
+                    tracing::debug!(error = %e, "reply not sent");
+                }
+            }
+        }
+    }
+}
+
 #[async_trait]
 pub trait Queue: Send + Sync + 'static {
     /// Makes committed jobs available; a job whose `run_at` is in the future waits until then.
@@ -104,4 +182,15 @@ pub trait Queue: Send + Sync + 'static {
     fn emit(&self, event: Event);
     /// Events of the region from now on.
     fn events(&self) -> tokio::sync::broadcast::Receiver<Event>;
+    /// Asks one node of the region that serves `service` (see [`Queue::serve`]) and waits
+    /// up to `timeout` for its answer.
+    async fn request(
+        &self,
+        service: &str,
+        payload: Vec<u8>,
+        timeout: Duration,
+    ) -> Result<Vec<u8>, RequestError>;
+    /// Serves `service` (letters, digits, `-` and `_`) until the receiver is dropped: each
+    /// request for it goes to one of the nodes serving it.
+    async fn serve(&self, service: &str) -> Result<mpsc::Receiver<Request>, BusError>;
 }

@@ -4,7 +4,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use tern_bus::inproc::InProcessQueue;
-use tern_bus::{BusError, Event, Job, JobKind, Queue};
+use tern_bus::{BusError, Event, Job, JobKind, Queue, Request, RequestError};
 use tern_store::sqlite::SqliteStore;
 use tern_store::{NewJob, Store, StoreError};
 use tern_types::{Sid, SidPrefix};
@@ -55,6 +55,19 @@ impl Queue for Flaky {
 
     fn events(&self) -> tokio::sync::broadcast::Receiver<Event> {
         self.inner.events()
+    }
+
+    async fn request(
+        &self,
+        service: &str,
+        payload: Vec<u8>,
+        timeout: std::time::Duration,
+    ) -> Result<Vec<u8>, RequestError> {
+        self.inner.request(service, payload, timeout).await
+    }
+
+    async fn serve(&self, service: &str) -> Result<tokio::sync::mpsc::Receiver<Request>, BusError> {
+        self.inner.serve(service).await
     }
 }
 

@@ -551,6 +551,70 @@ def test_bind_slots_are_shared_by_the_nodes_and_a_dead_nodes_slots_move(cluster,
         smsc.stop()
 
 
+def metric_sum(node: ServeNode, name: str, **labels: str) -> float:
+    """The sum of the samples of metric `name` whose labels include `labels`."""
+    text = requests.get(node.base_url + "/metrics", timeout=HTTP_TIMEOUT).text
+    total = 0.0
+    for line in text.splitlines():
+        if not line.startswith(name + "{") and not line.startswith(name + " "):
+            continue
+        if all(f'{k}="{v}"' in line for k, v in labels.items()):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+def test_a_carrier_with_fewer_binds_than_nodes_is_reached_through_the_bound_node(
+        cluster, receiver, tmp_path):
+    """A carrier allows one bind and the region has two nodes: the node without it hands
+    its submissions to the node with it over the bus, so messages routed by either node
+    are delivered (and called back) while the carrier sees one connection."""
+    _pg, _nats, make = cluster
+    smsc = SimSmsc(tmp_path, "one-bind-smsc", ("--receipt-delay-ms", "50"))
+    smsc.start()
+    try:
+        carrier = carrier_config("smsc", smsc.port, binds=1)
+        a, b = make("one-a", carrier), make("one-b", carrier)
+        creds = a.bootstrap()
+        receiver.add_token(creds["account_sid"], creds["auth_token"])
+        a.start()
+        b.start()
+        poll(lambda: (slot_states(a) + slot_states(b)).count("bound") == 1,
+             timeout=40, interval=0.2, desc="one node to bind the one slot")
+        bound, unbound = (a, b) if "bound" in slot_states(a) else (b, a)
+        sids = []
+        for node in (unbound, bound, unbound):
+            client = make_client(node.base_url, creds["account_sid"], creds["auth_token"])
+            for n in range(10):
+                m = client.messages.create(to=random_number(), from_=creds["phone_numbers"][0],
+                                           body=f"one bind {n}",
+                                           status_callback=receiver.url("one-bind"))
+                sids.append(m.sid)
+        raw = RawApi(bound.base_url, creds["account_sid"], creds["auth_token"])
+
+        def statuses() -> collections.Counter:
+            return collections.Counter(raw.get(f"Messages/{sid}.json").json()["status"]
+                                       for sid in sids)
+
+        poll(lambda: statuses()["delivered"] == len(sids), timeout=90, interval=0.5,
+             desc="every message delivered")
+        forwarded = metric_sum(unbound, "tern_carrier_forwarded_total", carrier="smsc",
+                               result="answered")
+        # Route jobs go to either node (one work queue), so only some are the unbound's.
+        print(f"the unbound node handed {forwarded:.0f} submissions to the bound one")
+        assert forwarded >= 1, "the unbound node forwarded nothing"
+        assert metric_sum(bound, "tern_carrier_forwarded_total") == 0
+        assert smsc.stats()["connections"] <= 1
+
+        def called_back() -> set:
+            return {e.params.get("MessageSid") for e in receiver.snapshot()
+                    if e.params.get("MessageStatus") == "delivered"}
+
+        poll(lambda: set(sids) <= called_back(), timeout=60, interval=0.5,
+             desc="a delivered callback for every message")
+    finally:
+        smsc.stop()
+
+
 class Loads:
     """Several loads seen as one (what `assert_every_accepted_message_ends_once` reads)."""
 

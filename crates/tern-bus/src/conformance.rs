@@ -128,8 +128,16 @@ pub async fn requests_reach_one_server_and_come_back(q: Arc<dyn Queue>) {
     );
 
     // Two servers: each request is answered once, by one of them; both get some.
-    let a = answer_with(b'a', q.serve("echo").await.expect("serve"));
-    let b = answer_with(b'b', q.serve("echo").await.expect("serve"));
+    let serve = |service: &'static str| {
+        let q = q.clone();
+        async move {
+            q.serve(service)
+                .await
+                .unwrap_or_else(|e| panic!("requests: serving {service}: {e}"))
+        }
+    };
+    let a = answer_with(b'a', serve("echo").await);
+    let b = answer_with(b'b', serve("echo").await);
     let mut by = HashMap::new();
     for n in 0..40u8 {
         let answer = ask("echo", vec![n, 7], HANG_GUARD)
@@ -145,7 +153,7 @@ pub async fn requests_reach_one_server_and_come_back(q: Arc<dyn Queue>) {
     );
 
     // A server that keeps a request unanswered: the asker gives up after its timeout.
-    let silent = q.serve("silent").await.expect("serve");
+    let silent = serve("silent").await;
     let started = tokio::time::Instant::now();
     let wait = Duration::from_millis(300);
     match tokio::time::timeout(HANG_GUARD, ask("silent", vec![1], wait)).await {

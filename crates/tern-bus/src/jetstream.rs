@@ -158,7 +158,7 @@ fn now_ms() -> i64 {
 
 pub(crate) fn check_name(what: &'static str, value: &str) -> Result<(), BusError> {
     let ok = !value.is_empty()
-        && value.len() <= 64
+        && value.len() <= 128
         && value
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');

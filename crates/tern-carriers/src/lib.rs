@@ -12,7 +12,7 @@ use async_trait::async_trait;
 use tern_types::Sid;
 
 /// A message handed to a carrier.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct OutboundSms {
     pub message_sid: Sid,
     pub from: String,
@@ -21,7 +21,7 @@ pub struct OutboundSms {
     pub validity_secs: u32,
 }
 
-#[derive(Debug, Clone, thiserror::Error, PartialEq)]
+#[derive(Debug, Clone, thiserror::Error, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum SubmitError {
     /// Try again later (throttled, queue full, connection down).
     #[error("temporary carrier error: {0}")]
@@ -32,7 +32,7 @@ pub enum SubmitError {
 }
 
 /// The final outcome a delivery receipt reports.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum ReceiptOutcome {
     Delivered,
     /// Not delivered to the handset, with the Twilio error code that fits.
@@ -41,7 +41,7 @@ pub enum ReceiptOutcome {
     Failed(u32),
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Receipt {
     pub carrier: String,
     pub carrier_message_id: String,
@@ -65,11 +65,36 @@ pub enum CarrierEvent {
     Inbound(InboundSms),
 }
 
+/// Which node a submission's delivery receipt will reach.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReceiptsTo {
+    /// This one: it holds the connection the message went out on.
+    ThisNode,
+    /// Another node of the region, which carried the submission out on its connection.
+    AnotherNode,
+}
+
+/// A message the carrier took.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Submitted {
+    /// The carrier's id for it.
+    pub id: String,
+    pub receipts: ReceiptsTo,
+}
+
 #[async_trait]
 pub trait Carrier: Send + Sync + 'static {
     fn id(&self) -> &str;
     /// Hands a message to the carrier; on success, the carrier's id for it.
     async fn submit(&self, sms: &OutboundSms) -> Result<String, SubmitError>;
+    /// [`Carrier::submit`], also saying which node its receipt will reach: this one,
+    /// unless the carrier was reached through another node.
+    async fn submit_tracked(&self, sms: &OutboundSms) -> Result<Submitted, SubmitError> {
+        self.submit(sms).await.map(|id| Submitted {
+            id,
+            receipts: ReceiptsTo::ThisNode,
+        })
+    }
     /// Asks the carrier for the final state of a message it accepted (SMPP `query_sm`):
     /// how a receipt lost to a crash or a dropped connection is recovered. `None` while the
     /// carrier has no final state yet or cannot tell.

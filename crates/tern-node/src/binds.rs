@@ -12,27 +12,28 @@
 //! its last granted renewal, so a node cut off from the store stops binding before
 //! another can be granted the slot.
 //!
-//! A node that holds no slot of a carrier has no connection to it; the Super Network then
-//! sees the carrier's link down on that node and routes its messages to the route's
-//! other carriers. Give a carrier at least as many binds as the region has nodes.
+//! A node that holds no slot of a carrier has no connection to it: its submissions go
+//! through a node that has one ([`crate::forwarding`]). Each round also counts the slots
+//! other live nodes hold, which tells the Super Network whether the carrier can be reached
+//! through them.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 
 use tern_carriers::Carrier;
-use tern_carriers::smpp::SmppCarrier;
 use tern_domain::network::fnv1a;
 use tern_store::Store;
 use tokio::sync::watch;
 use tokio::time::Instant;
 use tracing::{info, warn};
 
+use crate::forwarding::RegionCarrier;
 use crate::leader::LeaseTiming;
 use crate::now_ms;
 
 /// One carrier's slots as this node holds them.
 struct Held {
-    carrier: Arc<SmppCarrier>,
+    carrier: Arc<RegionCarrier>,
     /// slot → until when its last grant may be relied upon.
     slots: BTreeMap<u16, Instant>,
 }
@@ -55,12 +56,12 @@ impl BindSlots {
         region: &str,
         holder: &str,
         timing: LeaseTiming,
-        carriers: Vec<Arc<SmppCarrier>>,
+        carriers: Vec<Arc<RegionCarrier>>,
     ) -> Arc<BindSlots> {
         let held = carriers
             .into_iter()
             .map(|carrier| {
-                carrier.set_active_slots(Some(BTreeSet::new()));
+                carrier.smpp().set_active_slots(Some(BTreeSet::new()));
                 Held {
                     carrier,
                     slots: BTreeMap::new(),
@@ -94,7 +95,7 @@ impl BindSlots {
             carriers
                 .iter_mut()
                 .flat_map(|h| {
-                    h.carrier.set_active_slots(Some(BTreeSet::new()));
+                    h.carrier.smpp().set_active_slots(Some(BTreeSet::new()));
                     let id = h.carrier.id().to_owned();
                     std::mem::take(&mut h.slots)
                         .into_keys()
@@ -114,8 +115,13 @@ impl BindSlots {
         self.carriers.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// `bind/<region>/<carrier>/`: the names of a carrier's slot leases start so.
+    fn slots_prefix(&self, carrier: &str) -> String {
+        format!("bind/{}/{carrier}/", self.region)
+    }
+
     fn lease_name(&self, carrier: &str, slot: u16) -> String {
-        format!("bind/{}/{carrier}/{slot}", self.region)
+        format!("{}{slot}", self.slots_prefix(carrier))
     }
 
     async fn run(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
@@ -164,6 +170,7 @@ impl BindSlots {
                 warn!(carrier = %h.carrier.id().to_owned(), "bind slot leases could not be renewed in time: unbinding them");
             }
             h.carrier
+                .smpp()
                 .set_active_slots(Some(h.slots.keys().copied().collect()));
         }
     }
@@ -180,14 +187,14 @@ impl BindSlots {
         };
         let ttl = u32::try_from(self.timing.ttl.as_millis()).unwrap_or(u32::MAX);
         let trusted = asked + self.timing.ttl.saturating_sub(self.timing.renew);
-        let work: Vec<(Arc<SmppCarrier>, Vec<u16>)> = self
+        let work: Vec<(Arc<RegionCarrier>, Vec<u16>)> = self
             .lock()
             .iter()
             .map(|h| (h.carrier.clone(), h.slots.keys().copied().collect()))
             .collect();
         for (carrier, held) in work {
             let id = carrier.id().to_owned();
-            let total = carrier.slots();
+            let total = carrier.smpp().slots();
             let fair = usize::from(total).div_ceil(live);
             let mut granted: BTreeSet<u16> = BTreeSet::new();
             let mut lost: Vec<u16> = Vec::new();
@@ -256,6 +263,18 @@ impl BindSlots {
             }
             for slot in &lost {
                 info!(carrier = %id, slot, "bind slot lost to another node");
+            }
+            // Where else the carrier can be reached (kept as it was if the store is away).
+            match self.store.leases(&self.slots_prefix(&id)).await {
+                Ok(slots) => carrier.set_held_elsewhere(
+                    slots
+                        .iter()
+                        .filter(|l| l.is_held_at(now) && l.holder != self.holder)
+                        .count(),
+                ),
+                Err(e) => {
+                    warn!(carrier = %id, error = %e, "cannot count the carrier's bind slots held elsewhere")
+                }
             }
             if let Some(slot) = released {
                 info!(carrier = %id, slot, live, "bind slot given back for another node");

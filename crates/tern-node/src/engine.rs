@@ -9,7 +9,8 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use tern_bus::{Event, Job, JobKind, Queue};
 use tern_carriers::{
-    Carrier, CarrierEvent, InboundSms, OutboundSms, Receipt, ReceiptOutcome, SubmitError,
+    Carrier, CarrierEvent, InboundSms, OutboundSms, Receipt, ReceiptOutcome, ReceiptsTo,
+    SubmitError, Submitted,
 };
 use tern_domain::keywords::{self, Keyword};
 use tern_domain::{Route, RouteError, RouteTable, SendParams, check_transition, plan_send};
@@ -832,9 +833,18 @@ impl Engine {
             .try_carrier(m, carrier.as_ref(), &key, pick.reason)
             .await;
         match result {
-            Ok(id) => {
-                self.brain.sent(m.sid, key.clone());
-                let _settle = self.settling.begin(carrier.id(), &id);
+            Ok(Submitted { id, receipts }) => {
+                // A receipt that reaches another node is that node's to watch.
+                let _settle = match receipts {
+                    ReceiptsTo::ThisNode => {
+                        self.brain.sent(m.sid, key.clone());
+                        Some(self.settling.begin(carrier.id(), &id))
+                    }
+                    ReceiptsTo::AnotherNode => {
+                        self.brain.handed_on(&m.sid);
+                        None
+                    }
+                };
                 let mut t = self.transition(m, MessageStatus::Sent, now);
                 t.carrier = Some((carrier.id().to_string(), id));
                 t.done_job = Some(job.id);
@@ -889,7 +899,7 @@ impl Engine {
         carrier: &dyn Carrier,
         key: &PathKey,
         why: String,
-    ) -> (Result<String, SubmitError>, RouteAttempt) {
+    ) -> (Result<Submitted, SubmitError>, RouteAttempt) {
         let sms = OutboundSms {
             message_sid: m.sid,
             from: m.from.clone().unwrap_or_default(),
@@ -898,7 +908,7 @@ impl Engine {
             validity_secs: m.validity_secs,
         };
         let started = std::time::Instant::now();
-        let result = carrier.submit(&sms).await;
+        let result = carrier.submit_tracked(&sms).await;
         self.brain.observe(
             key,
             match &result {
@@ -913,7 +923,7 @@ impl Engine {
             self.brain.failed(m.sid, carrier.id());
         }
         let (outcome, carrier_message_id, error_code, reason) = match &result {
-            Ok(id) => (AttemptResult::Accepted, Some(id.clone()), None, why),
+            Ok(s) => (AttemptResult::Accepted, Some(s.id.clone()), None, why),
             Err(SubmitError::Permanent { code, reason }) => (
                 AttemptResult::Refused,
                 None,
@@ -993,7 +1003,11 @@ impl Engine {
         let reason = format!("resent from {old_carrier}: {why}; {}", pick.reason);
         let (result, attempt) = self.try_carrier(&m, carrier.as_ref(), &key, reason).await;
         self.brain.routed(&sid);
-        let Ok(new_id) = result else {
+        let Ok(Submitted {
+            id: new_id,
+            receipts,
+        }) = result
+        else {
             metrics::counter!("tern_network_resends_total", "result" => "refused").increment(1);
             self.store.add_route_attempts(vec![attempt]).await?;
             return Ok(false);
@@ -1021,7 +1035,10 @@ impl Engine {
             )
             .await?;
         if moved {
-            self.brain.sent(sid, key);
+            match receipts {
+                ReceiptsTo::ThisNode => self.brain.sent(sid, key),
+                ReceiptsTo::AnotherNode => self.brain.handed_on(&sid),
+            }
             metrics::counter!("tern_network_resends_total", "result" => "resent").increment(1);
             self.counters.resent.fetch_add(1, Ordering::Relaxed);
             self.follow_up(from.carrier.clone(), old_id_for_query, m.to.clone());

@@ -5,6 +5,7 @@ pub mod binds;
 pub mod callbacks;
 pub mod config;
 pub mod engine;
+pub mod forwarding;
 pub mod leader;
 pub mod network;
 mod outbox;

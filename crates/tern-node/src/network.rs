@@ -333,6 +333,16 @@ impl Brain {
         self.report(&transitions);
     }
 
+    /// A message was taken by a carrier through another node, whose receipt that node
+    /// gets: nothing is awaited here (not even an earlier attempt's receipt).
+    pub fn handed_on(&self, sid: &Sid) {
+        self.routed(sid);
+        let mut t = lock(&self.tracker);
+        if let Some(a) = t.by_sid.remove(sid) {
+            t.deadlines.remove(&(a.deadline_ms, *sid));
+        }
+    }
+
     /// A message was taken by a carrier: its receipt is now expected by a deadline.
     pub fn sent(&self, sid: Sid, key: PathKey) {
         self.routed(&sid);

@@ -45,7 +45,7 @@ use async_trait::async_trait;
 use serde::Serialize;
 use tern_bus::inproc::InProcessQueue;
 use tern_carriers::smpp::{SmppCarrier, SmppCarrierConfig};
-use tern_carriers::{Carrier, CarrierEvent, OutboundSms, Receipt, SubmitError};
+use tern_carriers::{Carrier, CarrierEvent, OutboundSms, Receipt, SubmitError, Submitted};
 use tern_domain::SendParams;
 use tern_node::config::{MessagingConfig, RouteConfig};
 use tern_node::network::NetworkConfig;
@@ -382,12 +382,16 @@ impl Carrier for Counted {
     }
 
     async fn submit(&self, sms: &OutboundSms) -> Result<String, SubmitError> {
+        self.submit_tracked(sms).await.map(|s| s.id)
+    }
+
+    async fn submit_tracked(&self, sms: &OutboundSms) -> Result<Submitted, SubmitError> {
         self.first_try
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .entry(sms.message_sid)
             .or_insert(self.is_a);
-        let r = self.inner.submit(sms).await;
+        let r = self.inner.submit_tracked(sms).await;
         match &r {
             Ok(_) => self.ok.fetch_add(1, Ordering::Relaxed),
             Err(_) => self.errors.fetch_add(1, Ordering::Relaxed),

@@ -16,6 +16,7 @@ use tern_bus::jetstream::JetStreamQueue;
 use tern_smpp_server::{ServerConfig, SmppServer};
 
 use crate::carriers::{BUILT_IN, Carriers};
+use tern_node::forwarding::RegionCarrier;
 use tern_node::{Config, Engine, now_ms};
 use tern_store::postgres::PostgresStore;
 use tern_store::sqlite::SqliteStore;
@@ -271,16 +272,38 @@ pub async fn run(
     let region = config.node.region.clone();
     let inbound_carrier = (!carriers.simulators.is_empty()).then(|| BUILT_IN[0].to_string());
     let smpp_settings = config.smpp.clone();
+    // Leased carriers are reached through whichever node binds them.
+    let regional: Vec<Arc<RegionCarrier>> = if carriers.leased {
+        carriers
+            .smpp
+            .iter()
+            .map(|c| RegionCarrier::new(c.clone(), queue.clone()))
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let engine_carriers = if carriers.leased {
+        regional
+            .iter()
+            .map(|c| c.clone() as Arc<dyn tern_carriers::Carrier>)
+            .collect()
+    } else {
+        carriers.as_dyn()
+    };
     let engine =
-        Engine::new(store.clone(), queue, carriers.as_dyn(), config).map_err(anyhow::Error::msg)?;
+        Engine::new(store.clone(), queue, engine_carriers, config).map_err(anyhow::Error::msg)?;
     engine.start(events_rx).await?;
+    let (stop_serving, serving) = tokio::sync::watch::channel(false);
+    for c in &regional {
+        tokio::spawn(c.clone().serve(serving.clone()));
+    }
     let bind_slots = carriers.leased.then(|| {
         tern_node::binds::BindSlots::start(
             store.clone(),
             &region,
             engine.leadership().holder(),
             lease_timing,
-            carriers.smpp.clone(),
+            regional,
         )
     });
     if let Some(path) = config_path {
@@ -321,6 +344,7 @@ pub async fn run(
     smpp_task.abort();
     smpp_server.unbind_all();
     engine.drain(Duration::from_secs(10)).await;
+    stop_serving.send_replace(true);
     if let Some(slots) = bind_slots {
         slots.stop().await;
     }

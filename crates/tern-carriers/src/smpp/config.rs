@@ -323,8 +323,13 @@ impl SmppCarrierConfig {
                 });
             }
         };
-        if self.id.trim().is_empty() {
-            return Err(invalid("id", "is empty".into()));
+        // Ids name leases (`bind/<region>/<id>/<slot>`), bus subjects and metric labels.
+        let plain = |c: char| c.is_ascii_alphanumeric() || c == '-' || c == '_';
+        if self.id.is_empty() || self.id.len() > 64 || !self.id.chars().all(plain) {
+            return Err(invalid(
+                "id",
+                "must have 1 to 64 letters, digits, '-' or '_'".into(),
+            ));
         }
         if !self.address.contains(':') {
             return Err(invalid("address", "must be \"host:port\"".into()));
@@ -491,6 +496,27 @@ mod tests {
         assert_eq!(s.mo_reassembly, Duration::from_secs(60));
         assert_eq!(s.text.long, LongMessageMode::Udh8);
         assert!(!s.text.gsm7_packed && !s.text.latin1_data_coding);
+    }
+
+    #[test]
+    fn ids_are_plain_names() {
+        for id in ["acme", "carrier-1", "EU_2"] {
+            assert!(
+                SmppCarrierConfig::new(id, "h:1", "tern", "pw")
+                    .resolve()
+                    .is_ok(),
+                "{id}"
+            );
+        }
+        for id in ["", "a.b", "a/b", "a b", "a*", &"x".repeat(65)] {
+            let err = SmppCarrierConfig::new(id, "h:1", "tern", "pw")
+                .resolve()
+                .err();
+            assert!(
+                matches!(err, Some(ConfigError::Invalid { field: "id", .. })),
+                "{id:?}: {err:?}"
+            );
+        }
     }
 
     #[test]

@@ -333,6 +333,11 @@ impl SmppCarrier {
         let _ = n.wait_for(|n| *n > 0).await;
     }
 
+    /// The number of this carrier's connections that can transmit now.
+    pub fn connections_transmitting(&self) -> watch::Receiver<usize> {
+        self.shared.transmitting.subscribe()
+    }
+
     /// A snapshot for the operator API.
     pub fn status(&self) -> CarrierStatus {
         let s = &self.shared;
@@ -608,7 +613,7 @@ impl Carrier for SmppCarrier {
     }
 
     fn transmitting(&self) -> Option<watch::Receiver<usize>> {
-        Some(self.shared.transmitting.subscribe())
+        Some(self.connections_transmitting())
     }
 }
 

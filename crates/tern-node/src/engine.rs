@@ -115,6 +115,12 @@ pub struct SendOrigin {
     pub status_callback: Option<String>,
 }
 
+/// One message's webhooks on this node: the job running and those waiting behind it.
+struct Chain {
+    running: i64,
+    waiting: VecDeque<Job>,
+}
+
 pub struct Engine {
     store: Arc<dyn Store>,
     queue: Arc<dyn Queue>,
@@ -125,7 +131,7 @@ pub struct Engine {
     webhooks: WebhookClient,
     config: Config,
     /// Webhooks waiting behind an earlier one of the same message (callbacks stay in order).
-    chains: Mutex<HashMap<Sid, VecDeque<Job>>>,
+    chains: Mutex<HashMap<Sid, Chain>>,
     route_permits: Arc<Semaphore>,
     webhook_permits: Arc<Semaphore>,
     customer_links: std::sync::OnceLock<Arc<dyn CustomerLinks>>,
@@ -1407,11 +1413,20 @@ impl Engine {
         while let Some(job) = self.queue.next(JobKind::Webhook).await {
             {
                 let mut chains = self.chains.lock().unwrap_or_else(|p| p.into_inner());
-                if let Some(waiting) = chains.get_mut(&job.subject) {
-                    waiting.push_back(job);
+                if let Some(chain) = chains.get_mut(&job.subject) {
+                    // A copy of a job this node holds (published again) is not run twice.
+                    if chain.running != job.id && chain.waiting.iter().all(|j| j.id != job.id) {
+                        chain.waiting.push_back(job);
+                    }
                     continue;
                 }
-                chains.insert(job.subject, VecDeque::new());
+                chains.insert(
+                    job.subject,
+                    Chain {
+                        running: job.id,
+                        waiting: VecDeque::new(),
+                    },
+                );
             }
             let me = self.clone();
             let span = info_span!("webhooks", message_sid = %job.subject);
@@ -1424,11 +1439,45 @@ impl Engine {
         let subject = first.subject;
         let mut next = Some(first);
         while let Some(job) = next {
-            self.deliver(job).await;
+            if self.claim(&job).await {
+                self.deliver(job).await;
+            }
             let mut chains = self.chains.lock().unwrap_or_else(|p| p.into_inner());
-            next = chains.get_mut(&subject).and_then(|q| q.pop_front());
+            next = chains.get_mut(&subject).and_then(|c| {
+                let job = c.waiting.pop_front()?;
+                c.running = job.id;
+                Some(job)
+            });
             if next.is_none() {
                 chains.remove(&subject);
+            }
+        }
+    }
+
+    /// Takes `job` for this node in the store; `false` when another live node runs it (a
+    /// copy published again after a restart or a peer's death) or it is done.
+    async fn claim(&self, job: &Job) -> bool {
+        let holder = self.leadership.holder();
+        let presences = self.leadership.presence_prefix();
+        loop {
+            match self
+                .store
+                .claim_job(job.id, holder, presences, now_ms())
+                .await
+            {
+                Ok(true) => return true,
+                Ok(false) => {
+                    metrics::counter!("tern_webhooks_skipped_total").increment(1);
+                    debug!(
+                        job = job.id,
+                        "webhook job done or held by another node; skipped"
+                    );
+                    return false;
+                }
+                Err(e) => {
+                    warn!(error = %e, "webhook waits for the store");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
             }
         }
     }

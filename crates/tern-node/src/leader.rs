@@ -126,6 +126,11 @@ impl Leadership {
         &self.holder
     }
 
+    /// `node/<region>/`: a holder's presence lease is this followed by its name.
+    pub fn presence_prefix(&self) -> &str {
+        &self.presence_prefix
+    }
+
     pub fn is_leader(&self) -> bool {
         *self.leader.borrow()
     }

@@ -71,6 +71,7 @@ async fn wait_for(
 struct Node {
     engine: Arc<Engine>,
     store: Arc<dyn Store>,
+    queue: Arc<InProcessQueue>,
     account: Account,
     number: PhoneNumber,
 }
@@ -97,11 +98,12 @@ async fn node(dir: &std::path::Path, first: bool, sms_url: Option<String>) -> No
         }],
     };
     let sim: Arc<dyn Carrier> = Arc::new(SimCarrier::new("sim", sim_config, tx));
-    let engine = Engine::new(store.clone(), queue, vec![sim], config).unwrap();
+    let engine = Engine::new(store.clone(), queue.clone(), vec![sim], config).unwrap();
     engine.start(rx).await.unwrap();
     Node {
         engine,
         store,
+        queue,
         account,
         number,
     }
@@ -148,6 +150,53 @@ async fn a_send_is_delivered_with_signed_callbacks_in_order() {
     }
     let stored = n.store.message(m.sid).await.unwrap().unwrap();
     assert_eq!(stored.status, MessageStatus::Delivered);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhook_jobs_published_again_and_again_are_delivered_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let n = node(dir.path(), true, None).await;
+    let (base, calls, notify) = receiver("").await;
+    // What restarts, dead peers and the outbox do: every pending job published again, here
+    // every couple of milliseconds while the message goes through.
+    let republish = {
+        let (store, queue) = (n.store.clone(), n.queue.clone());
+        tokio::spawn(async move {
+            loop {
+                tern_bus::Queue::publish(&*queue, store.pending_jobs().await.unwrap());
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+        })
+    };
+    let params = SendParams {
+        to: Some("+14155552671".into()),
+        from: Some(n.number.phone_number.clone()),
+        body: Some("once".into()),
+        status_callback: Some(format!("{base}/status")),
+        ..Default::default()
+    };
+    let m = n.engine.send(&n.account, &params).await.unwrap();
+    wait_for(&calls, &notify, |c| {
+        c.iter()
+            .any(|(_, p, _)| param(p, "MessageStatus") == Some("delivered"))
+    })
+    .await;
+    // Until every job is done (none left to publish again), then a little longer.
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while !n.store.pending_jobs().await.unwrap().is_empty() {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .expect("jobs left behind");
+    republish.abort();
+    let statuses: Vec<_> = calls
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(_, p, _)| param(p, "MessageStatus").unwrap().to_string())
+        .collect();
+    assert_eq!(statuses, ["sending", "sent", "delivered"], "{}", m.sid);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -73,6 +73,7 @@ pub async fn run_all(store: Arc<dyn Store>) {
     a_lease_has_one_holder_until_it_runs_out_or_is_released(&*store).await;
     contending_holders_get_a_lease_once(&store).await;
     leases_are_listed_by_literal_prefix(&*store).await;
+    a_job_runs_for_one_live_owner(&*store).await;
     route_attempts_are_kept_in_order_and_resends_are_compare_and_set(&*store).await;
 }
 
@@ -929,6 +930,48 @@ async fn contending_holders_get_a_lease_once(s: &Arc<dyn Store>) {
             "round {round}"
         );
     }
+}
+
+async fn a_job_runs_for_one_live_owner(s: &dyn Store) {
+    let prefix = "claims/node/";
+    let now = 1_000;
+    let jobs = s
+        .insert_jobs(vec![NewJob {
+            kind: JobKind::Webhook,
+            subject: Sid::generate(SidPrefix::Message),
+            run_at: 0,
+            payload: "{}".into(),
+        }])
+        .await
+        .unwrap();
+    assert_eq!(jobs.len(), 1);
+    let id = jobs[0].id;
+    // Two live nodes.
+    for holder in ["a", "b"] {
+        let presence = format!("{prefix}{holder}");
+        s.acquire_lease(&presence, holder, 10_000, now)
+            .await
+            .unwrap()
+            .unwrap();
+    }
+    // The first to claim it runs it; its own copies still may; the other's may not.
+    assert!(s.claim_job(id, "a", prefix, now).await.unwrap());
+    assert!(s.claim_job(id, "a", prefix, now).await.unwrap());
+    assert!(!s.claim_job(id, "b", prefix, now).await.unwrap());
+    // Its owner's presence runs out (a dead node) or is released (a stopped one): the
+    // job is anyone's, and then the new owner's alone.
+    assert!(s.claim_job(id, "b", prefix, now + 10_000).await.unwrap());
+    assert!(!s.claim_job(id, "a", prefix, now).await.unwrap());
+    assert!(s.release_lease(&format!("{prefix}b"), "b").await.unwrap());
+    assert!(s.claim_job(id, "a", prefix, now).await.unwrap());
+    // Claims and retries leave the job itself alone.
+    let retried = s.retry_job(id, 5).await.unwrap().unwrap();
+    assert_eq!((retried.id, retried.attempts), (id, 1));
+    assert!(!s.claim_job(id, "b", prefix, now).await.unwrap());
+    // A completed job is nobody's to run.
+    s.complete_jobs(vec![id]).await.unwrap();
+    assert!(!s.claim_job(id, "a", prefix, now).await.unwrap());
+    assert!(!s.claim_job(id + 1_000_000, "a", prefix, now).await.unwrap());
 }
 
 async fn leases_are_listed_by_literal_prefix(s: &dyn Store) {

@@ -221,6 +221,18 @@ pub trait Store: Send + Sync + 'static {
     /// Every job not yet completed, in id order (to publish after a restart).
     async fn pending_jobs(&self) -> Result<Vec<Job>>;
     async fn complete_jobs(&self, ids: Vec<i64>) -> Result<()>;
+    /// Takes job `id` to run for `holder`: `true` if it is now `holder`'s — it had no
+    /// owner, was `holder`'s already, or its owner's presence lease (`presence_prefix` +
+    /// owner) is not held at `now`, as when that node died or stopped. `false` if the job
+    /// is gone or a live node owns it (a copy published again while that node runs it).
+    /// Not durable by itself: a claim lost to a crash only lets a copy run again.
+    async fn claim_job(
+        &self,
+        id: i64,
+        holder: &str,
+        presence_prefix: &str,
+        now: i64,
+    ) -> Result<bool>;
     /// Records a failed attempt and the time of the next one.
     async fn retry_job(&self, id: i64, run_at: i64) -> Result<Option<Job>>;
     /// Moves a job to `run_at` with a new `payload` without counting an attempt: the job

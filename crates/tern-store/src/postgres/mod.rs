@@ -95,7 +95,13 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0004_sticky_senders.sql"),
     include_str!("migrations/0005_route_attempts.sql"),
     include_str!("migrations/0006_leases.sql"),
+    include_str!("migrations/0007_job_owners.sql"),
 ];
+/// [`Store::claim_job`]: the job is taken unless a live node (its presence lease held)
+/// owns it.
+const CLAIM_JOB: &str = "UPDATE jobs j SET owner = $2
+    WHERE j.id = $1 AND (j.owner IS NULL OR j.owner = $2 OR NOT EXISTS (
+        SELECT 1 FROM leases l WHERE l.name = $3 || j.owner AND l.expires_at > $4))";
 /// First key of the advisory lock taken while migrating ("tern" in ASCII).
 const MIGRATION_LOCK_CLASS: i32 = 0x7465_726e;
 
@@ -1338,6 +1344,24 @@ impl Store for PostgresStore {
             return Ok(());
         }
         self.group.complete_jobs(ids).await
+    }
+
+    async fn claim_job(
+        &self,
+        id: i64,
+        holder: &str,
+        presence_prefix: &str,
+        now: i64,
+    ) -> Result<bool> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await.map_err(map_pg)?;
+        // A claim is advisory (see the trait): it need not wait for a WAL flush.
+        tx.batch_execute("SET LOCAL synchronous_commit = off")
+            .await
+            .map_err(map_pg)?;
+        let claimed = exec(&tx, CLAIM_JOB, &[&id, &holder, &presence_prefix, &now]).await?;
+        tx.commit().await.map_err(map_pg)?;
+        Ok(claimed > 0)
     }
 
     async fn retry_job(&self, id: i64, run_at: i64) -> Result<Option<Job>> {

@@ -33,6 +33,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0004_sticky_senders.sql"),
     include_str!("migrations/0005_route_attempts.sql"),
     include_str!("migrations/0006_leases.sql"),
+    include_str!("migrations/0007_job_owners.sql"),
 ];
 /// Sticks a sender to a service's recipient unless another is stuck there that is not
 /// `?5` (NULL matches nothing), and returns the one stuck afterwards. The no-op update of
@@ -1203,6 +1204,28 @@ impl Store for SqliteStore {
     async fn complete_jobs(&self, ids: Vec<i64>) -> Result<()> {
         self.write(move |c| ids.into_iter().try_for_each(|id| delete_job(c, id)))
             .await
+    }
+
+    async fn claim_job(
+        &self,
+        id: i64,
+        holder: &str,
+        presence_prefix: &str,
+        now: i64,
+    ) -> Result<bool> {
+        let (holder, prefix) = (holder.to_owned(), presence_prefix.to_owned());
+        self.write(move |c| {
+            c.prepare_cached(
+                "UPDATE jobs SET owner = ?2
+                 WHERE id = ?1 AND (owner IS NULL OR owner = ?2 OR NOT EXISTS (
+                     SELECT 1 FROM leases l
+                     WHERE l.name = ?3 || jobs.owner AND l.expires_at > ?4))",
+            )
+            .and_then(|mut s| s.execute(params![id, holder, prefix, now]))
+            .map(|n| n > 0)
+            .map_err(map_sql)
+        })
+        .await
     }
 
     async fn retry_job(&self, id: i64, run_at: i64) -> Result<Option<Job>> {

@@ -74,6 +74,7 @@ pub async fn run_all(store: Arc<dyn Store>) {
     contending_holders_get_a_lease_once(&store).await;
     leases_are_listed_by_literal_prefix(&*store).await;
     a_job_runs_for_one_live_owner(&*store).await;
+    contending_claims_give_each_job_one_owner(&store).await;
     route_attempts_are_kept_in_order_and_resends_are_compare_and_set(&*store).await;
 }
 
@@ -972,6 +973,51 @@ async fn a_job_runs_for_one_live_owner(s: &dyn Store) {
     s.complete_jobs(vec![id]).await.unwrap();
     assert!(!s.claim_job(id, "a", prefix, now).await.unwrap());
     assert!(!s.claim_job(id + 1_000_000, "a", prefix, now).await.unwrap());
+}
+
+async fn contending_claims_give_each_job_one_owner(s: &Arc<dyn Store>) {
+    // Live nodes claim the same jobs at once, each several times (copies of one job): per
+    // job, every claim that succeeds is one holder's (on PostgreSQL, many land in one
+    // batch of the group commit).
+    let prefix = "contend/node/";
+    let holders = ["a", "b", "c"];
+    for h in holders {
+        s.acquire_lease(&format!("{prefix}{h}"), h, 60_000, 0)
+            .await
+            .unwrap()
+            .unwrap();
+    }
+    let new = |n: usize| NewJob {
+        kind: JobKind::Webhook,
+        subject: Sid::generate(SidPrefix::Message),
+        run_at: 0,
+        payload: format!("{{\"n\":{n}}}"),
+    };
+    let jobs = s.insert_jobs((0..20).map(new).collect()).await.unwrap();
+    let mut claims = tokio::task::JoinSet::new();
+    for job in &jobs {
+        for h in holders {
+            for _ in 0..3 {
+                let (s, id) = (s.clone(), job.id);
+                claims.spawn(async move { (id, h, s.claim_job(id, h, prefix, 1).await) });
+            }
+        }
+    }
+    let mut owners: std::collections::HashMap<i64, std::collections::BTreeSet<&str>> =
+        Default::default();
+    while let Some(done) = claims.join_next().await {
+        let (id, h, claimed) = done.unwrap();
+        if claimed.unwrap() {
+            owners.entry(id).or_default().insert(h);
+        }
+    }
+    for job in &jobs {
+        let who = owners.get(&job.id).cloned().unwrap_or_default();
+        assert_eq!(who.len(), 1, "job {}: taken by {who:?}", job.id);
+    }
+    s.complete_jobs(jobs.iter().map(|j| j.id).collect())
+        .await
+        .unwrap();
 }
 
 async fn leases_are_listed_by_literal_prefix(s: &dyn Store) {

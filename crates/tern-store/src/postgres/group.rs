@@ -1,10 +1,11 @@
-//! Group commit for the message pipeline's writes: new messages, transitions and
-//! completed jobs.
+//! Group commit for the message pipeline's writes: new messages, transitions, completed
+//! jobs and job claims.
 //!
 //! Every such write goes through one bounded queue; a few writer tasks each take
 //! everything waiting and write it in one transaction on one connection: the new messages
 //! in one multi-row statement, the completed jobs in one `DELETE`, the transitions in one
-//! statement too (each still its own compare-and-set; see `transition`). One commit, so one WAL
+//! statement too (each still its own compare-and-set; see `transition`), the claims in one
+//! `UPDATE`. One commit, so one WAL
 //! flush, then covers the whole batch, and no caller hears "done" before that commit.
 //! Under load the batches grow by themselves (the writers are busy while more arrive);
 //! when idle, a write runs alone in autocommit as before, with no added latency.
@@ -28,7 +29,7 @@ use tokio::sync::{Mutex, mpsc, oneshot};
 use tokio_postgres::types::ToSql;
 
 use super::rows::{
-    MESSAGE_COLS, STATEMENT_TIMEOUT, deadline, exec, qualified, query_opt, timed_out,
+    MESSAGE_COLS, STATEMENT_TIMEOUT, deadline, exec, qualified, query_all, query_opt, timed_out,
 };
 use super::transition::apply_transitions;
 use super::{OWNED_JOB_IDS, OwnedJobParams, corrupt, map_pg, map_pool, owned_job_ctes, with_ids};
@@ -47,6 +48,15 @@ enum Op {
     Insert(NewMessage, oneshot::Sender<Result<Option<Vec<Job>>>>),
     Transition(Transition, oneshot::Sender<Result<Vec<Job>>>),
     Complete(Vec<i64>, oneshot::Sender<Result<()>>),
+    Claim(Claim, oneshot::Sender<Result<bool>>),
+}
+
+/// A job to take for a holder (see `Store::claim_job`).
+struct Claim {
+    id: i64,
+    holder: String,
+    presence_prefix: String,
+    now: i64,
 }
 
 /// A message to write with its first jobs.
@@ -62,6 +72,7 @@ enum Outcome {
     Inserted(Result<Option<Vec<Job>>>),
     Jobs(Result<Vec<Job>>),
     Done(Result<()>),
+    Claimed(Result<bool>),
 }
 
 impl Op {
@@ -77,6 +88,9 @@ impl Op {
             (Op::Complete(_, tx), Outcome::Done(r)) => {
                 let _ = tx.send(r);
             }
+            (Op::Claim(_, tx), Outcome::Claimed(r)) => {
+                let _ = tx.send(r);
+            }
             (op, _) => op.fail(StoreError::Corrupt("a write got another's answer".into())),
         }
     }
@@ -90,6 +104,9 @@ impl Op {
                 let _ = tx.send(Err(e));
             }
             Op::Complete(_, tx) => {
+                let _ = tx.send(Err(e));
+            }
+            Op::Claim(_, tx) => {
                 let _ = tx.send(Err(e));
             }
         }
@@ -145,6 +162,23 @@ impl GroupCommit {
     pub(super) async fn complete_jobs(&self, ids: Vec<i64>) -> Result<()> {
         let (tx, rx) = oneshot::channel();
         self.submit(Op::Complete(ids, tx), rx).await
+    }
+
+    pub(super) async fn claim_job(
+        &self,
+        id: i64,
+        holder: &str,
+        presence_prefix: &str,
+        now: i64,
+    ) -> Result<bool> {
+        let (tx, rx) = oneshot::channel();
+        let claim = Claim {
+            id,
+            holder: holder.to_owned(),
+            presence_prefix: presence_prefix.to_owned(),
+            now,
+        };
+        self.submit(Op::Claim(claim, tx), rx).await
     }
 
     async fn submit<T>(&self, op: Op, rx: oneshot::Receiver<Result<T>>) -> Result<T> {
@@ -227,6 +261,11 @@ async fn alone<C: GenericClient>(c: &C, op: &Op) -> Outcome {
             }))
         }
         Op::Complete(ids, _) => Outcome::Done(complete_jobs(c, ids).await),
+        Op::Claim(claim, _) => Outcome::Claimed(claim_jobs(c, &[claim]).await.and_then(|r| {
+            r.first()
+                .copied()
+                .ok_or_else(|| StoreError::Corrupt("a claim got no answer".into()))
+        })),
     }
 }
 
@@ -264,16 +303,18 @@ async fn together(
 /// failed (which aborts the transaction).
 async fn write_all(tx: &deadpool_postgres::Transaction<'_>, ops: &[Op]) -> Result<Vec<Outcome>> {
     let (mut inserts, mut done, mut transitions) = (Vec::new(), Vec::new(), Vec::new());
+    let mut claims = Vec::new();
     for op in ops {
         match op {
             Op::Insert(new, _) => inserts.push(new),
             Op::Complete(ids, _) => done.extend_from_slice(ids),
             Op::Transition(t, _) => transitions.push(t),
+            Op::Claim(claim, _) => claims.push(claim),
         }
     }
     // All statements go out at once (tokio-postgres pipelines what is polled together);
     // the server runs them in this order.
-    let (inserted, completed, transitions) = tokio::join!(
+    let (inserted, completed, transitions, claimed) = tokio::join!(
         async {
             if inserts.is_empty() {
                 Ok(Vec::new())
@@ -289,10 +330,12 @@ async fn write_all(tx: &deadpool_postgres::Transaction<'_>, ops: &[Op]) -> Resul
                 apply_transitions(tx, &transitions).await
             }
         },
+        claim_jobs(tx, &claims),
     );
     let mut inserted = inserted?.into_iter();
     completed?;
     let mut transitions = transitions?.into_iter();
+    let mut claimed = claimed?.into_iter();
     let mut outcomes = Vec::with_capacity(ops.len());
     for op in ops {
         outcomes.push(match op {
@@ -303,6 +346,9 @@ async fn write_all(tx: &deadpool_postgres::Transaction<'_>, ops: &[Op]) -> Resul
             Op::Transition(..) => Outcome::Jobs(transitions.next().ok_or_else(|| {
                 StoreError::Corrupt("fewer transitions answered than made".into())
             })?),
+            Op::Claim(..) => Outcome::Claimed(Ok(claimed
+                .next()
+                .ok_or_else(|| StoreError::Corrupt("fewer claims answered than made".into()))?)),
         });
     }
     Ok(outcomes)
@@ -321,6 +367,57 @@ pub(super) async fn complete_jobs<C: GenericClient>(c: &C, ids: &[i64]) -> Resul
         }
     }
     Ok(())
+}
+
+/// Takes jobs for their holders (see `Store::claim_job`) in one statement; whether each
+/// was taken, in order. Of several claims of one job in a batch the statement applies one
+/// (it updates a row once, with whichever joined claim comes first); that holder's first
+/// claim is the one answered `true`.
+async fn claim_jobs<C: GenericClient>(c: &C, claims: &[&Claim]) -> Result<Vec<bool>> {
+    let owners: std::collections::HashMap<i64, String> = match claims {
+        [] => return Ok(Vec::new()),
+        // The usual case when idle; it gets a generic plan.
+        [one] => {
+            let n = exec(
+                c,
+                super::CLAIM_JOB,
+                &[&one.id, &one.holder, &one.presence_prefix, &one.now],
+            )
+            .await?;
+            return Ok(vec![n > 0]);
+        }
+        _ => {
+            let ids: Vec<i64> = claims.iter().map(|c| c.id).collect();
+            let holders: Vec<&str> = claims.iter().map(|c| c.holder.as_str()).collect();
+            let prefixes: Vec<&str> = claims.iter().map(|c| c.presence_prefix.as_str()).collect();
+            let nows: Vec<i64> = claims.iter().map(|c| c.now).collect();
+            query_all(
+                c,
+                "UPDATE jobs j SET owner = c.holder
+                 FROM UNNEST($1::bigint[], $2::text[], $3::text[], $4::bigint[])
+                     AS c(id, holder, prefix, now)
+                 WHERE j.id = c.id AND (j.owner IS NULL OR j.owner = c.holder
+                     OR NOT EXISTS (SELECT 1 FROM leases l
+                         WHERE l.name = c.prefix || j.owner AND l.expires_at > c.now))
+                 RETURNING j.id, j.owner",
+                &[&ids, &holders, &prefixes, &nows],
+                |r| {
+                    Ok((
+                        r.try_get::<_, i64>(0).map_err(map_pg)?,
+                        r.try_get::<_, String>(1).map_err(map_pg)?,
+                    ))
+                },
+            )
+            .await?
+            .into_iter()
+            .collect()
+        }
+    };
+    let mut answered = std::collections::HashSet::new();
+    Ok(claims
+        .iter()
+        .map(|c| owners.get(&c.id) == Some(&c.holder) && answered.insert(c.id))
+        .collect())
 }
 
 /// The columns of new messages, as arrays for `UNNEST` (in [`MESSAGE_COLS`]' order).

@@ -99,7 +99,7 @@ const MIGRATIONS: &[&str] = &[
 ];
 /// [`Store::claim_job`]: the job is taken unless a live node (its presence lease held)
 /// owns it.
-const CLAIM_JOB: &str = "UPDATE jobs j SET owner = $2
+pub(super) const CLAIM_JOB: &str = "UPDATE jobs j SET owner = $2
     WHERE j.id = $1 AND (j.owner IS NULL OR j.owner = $2 OR NOT EXISTS (
         SELECT 1 FROM leases l WHERE l.name = $3 || j.owner AND l.expires_at > $4))";
 /// First key of the advisory lock taken while migrating ("tern" in ASCII).
@@ -1353,15 +1353,7 @@ impl Store for PostgresStore {
         presence_prefix: &str,
         now: i64,
     ) -> Result<bool> {
-        let mut c = self.client().await?;
-        let tx = c.transaction().await.map_err(map_pg)?;
-        // A claim is advisory (see the trait): it need not wait for a WAL flush.
-        tx.batch_execute("SET LOCAL synchronous_commit = off")
-            .await
-            .map_err(map_pg)?;
-        let claimed = exec(&tx, CLAIM_JOB, &[&id, &holder, &presence_prefix, &now]).await?;
-        tx.commit().await.map_err(map_pg)?;
-        Ok(claimed > 0)
+        self.group.claim_job(id, holder, presence_prefix, now).await
     }
 
     async fn retry_job(&self, id: i64, run_at: i64) -> Result<Option<Job>> {

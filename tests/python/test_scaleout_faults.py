@@ -615,6 +615,49 @@ def test_a_carrier_with_fewer_binds_than_nodes_is_reached_through_the_bound_node
         smsc.stop()
 
 
+def pending_jobs(pg: PrivatePostgres) -> int:
+    out = subprocess.run(["psql", pg.url, "-Atc", "SELECT count(*) FROM jobs"], check=True,
+                         capture_output=True, text=True, timeout=30)
+    return int(out.stdout.strip())
+
+
+def test_a_restarting_node_does_not_send_another_nodes_callbacks_again(cluster, receiver):
+    """Callbacks are slow (1.5 s each), so both nodes hold webhook jobs when the second
+    restarts and, as every starting node does, publishes all pending jobs again: the copies
+    of jobs the first node runs are claimed by it and skipped, so each status of each
+    message is called back exactly once."""
+    pg, _nats, make = cluster
+    a, b = make("cb-a"), make("cb-b")
+    creds = a.bootstrap()
+    receiver.add_token(creds["account_sid"], creds["auth_token"])
+    a.start()
+    b.start()
+    url = receiver.url("slow")
+    receiver.respond(url, delay=1.5)
+    sids = []
+    for node in (a, b):
+        client = make_client(node.base_url, creds["account_sid"], creds["auth_token"])
+        for n in range(10):
+            sids.append(client.messages.create(to=random_number(), from_=creds["phone_numbers"][0],
+                                               body=f"slow {n}", status_callback=url).sid)
+    poll(lambda: len(receiver.events_for(url)) >= 10, timeout=60, interval=0.1,
+         desc="callbacks in flight")
+    b.stop()
+    b.start()
+
+    def delivered_everywhere():
+        return {e.params.get("MessageSid") for e in receiver.events_for(url)
+                if e.status == "delivered"} >= set(sids)
+
+    poll(delivered_everywhere, timeout=120, interval=0.5, desc="every delivered callback")
+    poll(lambda: pending_jobs(pg) == 0, timeout=60, interval=0.5, desc="no job left")
+    calls = collections.Counter((e.params.get("MessageSid"), e.status)
+                                for e in receiver.events_for(url))
+    twice = {k: n for k, n in calls.items() if n > 1}
+    assert not twice, f"called back more than once: {list(twice.items())[:5]}"
+    assert all(e.valid for e in receiver.events_for(url))
+
+
 class Loads:
     """Several loads seen as one (what `assert_every_accepted_message_ends_once` reads)."""
 

@@ -409,6 +409,11 @@ impl Engine {
         if tokio::time::timeout(deadline, wait).await.is_err() {
             warn!("drain deadline passed with work in flight; it resumes on the next start");
         }
+        // Nothing starts after the drain: a webhook sent or a message submitted now would
+        // not be recorded before the process ends, and would be sent again by whoever
+        // takes its job next.
+        self.route_permits.close();
+        self.webhook_permits.close();
     }
 
     fn publish(&self, jobs: Vec<Job>) {

@@ -22,6 +22,7 @@ pub struct Config {
     pub operator: OperatorConfig,
     pub webhooks: WebhookConfig,
     pub messaging: MessagingConfig,
+    pub retention: RetentionConfig,
     /// The Super Network: learned carrier ranking (`learn`) and its health thresholds.
     pub network: crate::network::NetworkConfig,
     /// `[[route]]` tables: which carriers serve which destinations. None means every
@@ -181,6 +182,22 @@ impl Default for MessagingConfig {
     }
 }
 
+/// `[retention]`: how long message records are kept.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetentionConfig {
+    /// Days a message in a final status is kept after its last change (Twilio keeps 400);
+    /// `0` keeps messages for ever. The region's leader deletes older ones, with their
+    /// events, route attempts and feedback, a batch at a time.
+    pub message_days: u32,
+}
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        RetentionConfig { message_days: 400 }
+    }
+}
+
 impl Config {
     pub fn from_toml(text: &str) -> Result<Config, toml::de::Error> {
         toml::from_str(text)
@@ -206,6 +223,9 @@ mod tests {
         .unwrap();
         assert_eq!((c.carriers.len(), c.routes.len()), (1, 1));
         assert!(Config::from_toml("[sim]\nbogus = 1\n").is_err());
+        assert_eq!(c.retention.message_days, 400);
+        let c = Config::from_toml("[retention]\nmessage_days = 0\n").unwrap();
+        assert_eq!(c.retention.message_days, 0);
         let c = Config::from_toml(
             "[node]\nname = \"a\"\nregion = \"us1\"\n[store]\nurl = \"postgres://x\"\n[bus]\nurl = \"nats://y\"\n",
         )

@@ -21,7 +21,7 @@ use tern_store::{
 use tern_types::{Direction, ErrorCode, MessageStatus, Sid, SidPrefix};
 use tern_webhooks::{Attempt, WebhookClient, WebhookRequest, backoff};
 use tokio::sync::{Semaphore, mpsc};
-use tracing::{Instrument, debug, info_span, warn};
+use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::leader::{Leadership, LeaseTiming};
 use crate::network::Brain;
@@ -114,6 +114,11 @@ pub struct SendOrigin {
     /// A callback address chosen by the ingress (an `smpp://` one), not validated as a URL.
     pub status_callback: Option<String>,
 }
+
+/// How often the leader deletes messages past their retention.
+const RETENTION_EVERY: Duration = Duration::from_secs(60);
+/// Messages deleted per statement by retention: bounds its locks and its transaction.
+const RETENTION_BATCH: u32 = 1_000;
 
 /// One message's webhooks on this node: the job running and those waiting behind it.
 struct Chain {
@@ -1214,6 +1219,8 @@ impl Engine {
     /// receipt is overdue.
     async fn sweep_loop(self: Arc<Self>) {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
+        // When retention last ran on this node (it runs on the leader, once a minute).
+        let mut retained: Option<tokio::time::Instant> = None;
         loop {
             tick.tick().await;
             for kind in JobKind::ALL {
@@ -1221,7 +1228,12 @@ impl Engine {
                     .set(self.queue.depth(kind) as f64);
             }
             if !self.leadership.is_leader() {
+                retained = None;
                 continue;
+            }
+            if retained.is_none_or(|t| t.elapsed() >= RETENTION_EVERY) {
+                retained = Some(tokio::time::Instant::now());
+                self.retain().await;
             }
             let grace = self.config.messaging.receipt_grace_secs as i64 * 1000;
             let overdue = match self
@@ -1249,6 +1261,37 @@ impl Engine {
                 if let Some(r) = c.query(id, &m.to).await {
                     metrics::counter!("tern_receipts_recovered_total", "carrier" => carrier.clone()).increment(1);
                     let _ = self.apply_receipt(&r, false).await;
+                }
+            }
+        }
+    }
+
+    /// Deletes the messages past `[retention] message_days`, a batch at a time, while this
+    /// node leads.
+    async fn retain(&self) {
+        let days = self.config.retention.message_days;
+        if days == 0 {
+            return;
+        }
+        let before = now_ms() - i64::from(days) * 86_400_000;
+        while self.leadership.is_leader() {
+            match self
+                .store
+                .delete_stale_messages(before, RETENTION_BATCH)
+                .await
+            {
+                Ok(n) => {
+                    metrics::counter!("tern_retention_deleted_total").increment(n);
+                    if n > 0 {
+                        info!(messages = n, days, "deleted messages past their retention");
+                    }
+                    if n < u64::from(RETENTION_BATCH) {
+                        return;
+                    }
+                }
+                Err(e) => {
+                    warn!(error = %e, "retention could not delete old messages; it runs again later");
+                    return;
                 }
             }
         }

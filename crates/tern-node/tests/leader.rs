@@ -125,3 +125,40 @@ async fn only_the_leader_sweeps_and_a_successor_takes_over_when_it_stops() {
     assert_eq!(a_carrier.queries.load(Ordering::SeqCst), 3);
     assert_eq!(b_carrier.queries.load(Ordering::SeqCst), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_leader_deletes_messages_past_their_retention() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, _carrier) = engine(&dir.path().join("tern.db"), "a").await;
+    let store = a.store().clone();
+    let account = Account {
+        sid: Sid::generate(SidPrefix::Account),
+        parent_sid: None,
+        friendly_name: "t".into(),
+        auth_token: "token".into(),
+        status: AccountStatus::Active,
+        created: 1,
+        updated: 1,
+    };
+    store.create_account(account.clone()).await.unwrap();
+    // Delivered 401 and 399 days ago; the default keeps 400 days.
+    let day = 86_400_000;
+    let delivered = |days_ago: i64| {
+        let t = now_ms() - days_ago * day;
+        let mut m = tern_store::conformance::message(account.sid, t, "+14155552671");
+        m.status = MessageStatus::Delivered;
+        m
+    };
+    let (old, kept) = (delivered(401), delivered(399));
+    for m in [&old, &kept] {
+        store.insert_message(m.clone(), vec![]).await.unwrap();
+    }
+    tokio::time::timeout(Duration::from_secs(20), async {
+        while store.message(old.sid).await.unwrap().is_some() {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("the old message was never deleted");
+    assert!(store.message(kept.sid).await.unwrap().is_some());
+}

@@ -76,6 +76,8 @@ pub async fn run_all(store: Arc<dyn Store>) {
     a_job_runs_for_one_live_owner(&*store).await;
     contending_claims_give_each_job_one_owner(&store).await;
     route_attempts_are_kept_in_order_and_resends_are_compare_and_set(&*store).await;
+    // Last: it deletes old final messages.
+    retention_deletes_old_final_messages_with_what_is_kept_about_them(&*store).await;
 }
 
 pub fn attempt(
@@ -1018,6 +1020,74 @@ async fn contending_claims_give_each_job_one_owner(s: &Arc<dyn Store>) {
     s.complete_jobs(jobs.iter().map(|j| j.id).collect())
         .await
         .unwrap();
+}
+
+async fn retention_deletes_old_final_messages_with_what_is_kept_about_them(s: &dyn Store) {
+    let a = account(None);
+    s.create_account(a.clone()).await.unwrap();
+    // Times before every other check's messages, which stay.
+    let at = |t: i64, status: MessageStatus| Message {
+        status,
+        updated: t,
+        ..message(a.sid, t, "+447911000009")
+    };
+    let old: Vec<Message> = (0..3)
+        .map(|i| at(-3_000 + i, MessageStatus::Delivered))
+        .collect();
+    let old_received = Message {
+        direction: Direction::Inbound,
+        ..at(-2_900, MessageStatus::Received)
+    };
+    let in_flight = at(-2_800, MessageStatus::Sent);
+    let with_job = at(-2_700, MessageStatus::Failed);
+    let recent = at(-100, MessageStatus::Delivered);
+    for m in old.iter().chain([&old_received, &in_flight, &recent]) {
+        s.insert_message(m.clone(), Vec::new()).await.unwrap();
+    }
+    let callback = NewJob {
+        kind: JobKind::Webhook,
+        subject: with_job.sid,
+        run_at: 0,
+        payload: "{}".into(),
+    };
+    let jobs = s
+        .insert_message(with_job.clone(), vec![callback])
+        .await
+        .unwrap();
+    s.add_route_attempts(vec![attempt(
+        old[0].sid,
+        "a",
+        -3_000,
+        AttemptResult::Accepted,
+        Some("x1"),
+    )])
+    .await
+    .unwrap();
+    s.set_feedback(old[0].sid, FeedbackOutcome::Confirmed, -2_999)
+        .await
+        .unwrap();
+
+    // Oldest first, `limit` at a time.
+    assert_eq!(s.delete_stale_messages(-1_000, 2).await.unwrap(), 2);
+    assert_eq!(s.message(old[0].sid).await.unwrap(), None);
+    assert_eq!(s.message(old[1].sid).await.unwrap(), None);
+    assert!(s.message(old[2].sid).await.unwrap().is_some());
+    assert!(s.route_attempts(old[0].sid).await.unwrap().is_empty());
+    assert_eq!(s.feedback(old[0].sid).await.unwrap(), None);
+    assert_eq!(s.delete_stale_messages(-1_000, 100).await.unwrap(), 2);
+    assert_eq!(s.message(old[2].sid).await.unwrap(), None);
+    assert_eq!(s.message(old_received.sid).await.unwrap(), None);
+    // Not final, still with a job, or not old enough: kept.
+    for m in [&in_flight, &with_job, &recent] {
+        assert!(s.message(m.sid).await.unwrap().is_some(), "{}", m.status);
+    }
+    assert_eq!(s.delete_stale_messages(-1_000, 100).await.unwrap(), 0);
+    // Once its job is done, the old failed one goes too.
+    s.complete_jobs(jobs.iter().map(|j| j.id).collect())
+        .await
+        .unwrap();
+    assert_eq!(s.delete_stale_messages(-1_000, 100).await.unwrap(), 1);
+    assert_eq!(s.message(with_job.sid).await.unwrap(), None);
 }
 
 async fn leases_are_listed_by_literal_prefix(s: &dyn Store) {

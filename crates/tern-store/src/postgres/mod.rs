@@ -97,6 +97,18 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0006_leases.sql"),
     include_str!("migrations/0007_job_owners.sql"),
 ];
+/// Deletes the messages whose sids `doomed` (a query) yields, with everything kept about
+/// them, in one statement.
+fn delete_messages_in(doomed: &str) -> String {
+    format!(
+        "WITH doomed AS ({doomed}),
+             events AS (DELETE FROM message_events WHERE message_sid IN (SELECT sid FROM doomed)),
+             feedback AS (DELETE FROM message_feedback WHERE message_sid IN (SELECT sid FROM doomed)),
+             attempts AS (DELETE FROM route_attempts WHERE message_sid IN (SELECT sid FROM doomed))
+         DELETE FROM messages WHERE sid IN (SELECT sid FROM doomed)"
+    )
+}
+
 /// [`Store::claim_job`]: the job is taken unless a live node (its presence lease held)
 /// owns it.
 pub(super) const CLAIM_JOB: &str = "UPDATE jobs j SET owner = $2
@@ -1150,14 +1162,33 @@ impl Store for PostgresStore {
         let c = self.client().await?;
         let deleted = exec(
             &c,
-            "WITH events AS (DELETE FROM message_events WHERE message_sid = $1),
-                 feedback AS (DELETE FROM message_feedback WHERE message_sid = $1),
-                 attempts AS (DELETE FROM route_attempts WHERE message_sid = $1)
-             DELETE FROM messages WHERE sid = $1",
+            &delete_messages_in("SELECT $1::text AS sid"),
             &[&sid.as_str()],
         )
         .await?;
         Ok(deleted > 0)
+    }
+
+    async fn delete_stale_messages(&self, updated_before: i64, limit: u32) -> Result<u64> {
+        let terminal: Vec<&'static str> = MessageStatus::ALL
+            .into_iter()
+            .filter(|s| s.is_terminal())
+            .map(MessageStatus::as_str)
+            .collect();
+        let c = self.client().await?;
+        exec(
+            &c,
+            // SKIP LOCKED: a message being written now is not old; and two sweeps (a
+            // leader's term ending as the next begins) never wait for each other.
+            &delete_messages_in(
+                "SELECT sid FROM messages m
+                 WHERE updated < $1 AND status = ANY($2::text[])
+                   AND NOT EXISTS (SELECT 1 FROM jobs j WHERE j.subject = m.sid)
+                 ORDER BY updated LIMIT $3 FOR UPDATE SKIP LOCKED",
+            ),
+            &[&updated_before, &terminal, &i64::from(limit)],
+        )
+        .await
     }
 
     async fn stale_messages(

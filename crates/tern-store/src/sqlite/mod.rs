@@ -99,6 +99,23 @@ fn open(path: &Path) -> Result<Connection> {
     Ok(conn)
 }
 
+/// Deletes a message with its events, feedback and route attempts; whether it existed.
+fn delete_message_rows(c: &Connection, sid: &str) -> Result<bool> {
+    for sql in [
+        "DELETE FROM message_events WHERE message_sid = ?1",
+        "DELETE FROM message_feedback WHERE message_sid = ?1",
+        "DELETE FROM route_attempts WHERE message_sid = ?1",
+    ] {
+        c.prepare_cached(sql)
+            .and_then(|mut s| s.execute([sid]))
+            .map_err(map_sql)?;
+    }
+    c.prepare_cached("DELETE FROM messages WHERE sid = ?1")
+        .and_then(|mut s| s.execute([sid]))
+        .map(|n| n > 0)
+        .map_err(map_sql)
+}
+
 fn migrate(conn: &Connection) -> Result<()> {
     let version: i64 = conn
         .query_row("PRAGMA user_version", [], |r| r.get(0))
@@ -1065,27 +1082,36 @@ impl Store for SqliteStore {
     }
 
     async fn delete_message(&self, sid: Sid) -> Result<bool> {
+        self.write(move |c| delete_message_rows(c, sid.as_str()))
+            .await
+    }
+
+    async fn delete_stale_messages(&self, updated_before: i64, limit: u32) -> Result<u64> {
+        // Our own constants, not input: spelled into the statement.
+        let terminal = MessageStatus::ALL
+            .into_iter()
+            .filter(|s| s.is_terminal())
+            .map(|s| format!("'{}'", s.as_str()))
+            .collect::<Vec<_>>()
+            .join(", ");
         self.write(move |c| {
-            c.execute(
-                "DELETE FROM message_events WHERE message_sid = ?1",
-                [sid.as_str()],
-            )
-            .map_err(map_sql)?;
-            c.execute(
-                "DELETE FROM message_feedback WHERE message_sid = ?1",
-                [sid.as_str()],
-            )
-            .map_err(map_sql)?;
-            c.execute(
-                "DELETE FROM route_attempts WHERE message_sid = ?1",
-                [sid.as_str()],
-            )
-            .map_err(map_sql)?;
-            Ok(
-                c.execute("DELETE FROM messages WHERE sid = ?1", [sid.as_str()])
-                    .map_err(map_sql)?
-                    > 0,
-            )
+            let sids: Vec<String> = c
+                .prepare_cached(&format!(
+                    "SELECT sid FROM messages m
+                     WHERE updated < ?1 AND status IN ({terminal})
+                       AND NOT EXISTS (SELECT 1 FROM jobs j WHERE j.subject = m.sid)
+                     ORDER BY updated LIMIT ?2"
+                ))
+                .and_then(|mut s| {
+                    s.query_map(params![updated_before, i64::from(limit)], |r| r.get(0))?
+                        .collect()
+                })
+                .map_err(map_sql)?;
+            let mut deleted = 0;
+            for sid in &sids {
+                deleted += u64::from(delete_message_rows(c, sid)?);
+            }
+            Ok(deleted)
         })
         .await
     }

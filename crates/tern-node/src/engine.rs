@@ -1752,3 +1752,12 @@ impl Engine {
         Ok(set.feedback)
     }
 }
+
+/// A message this node submitted for another node: its receipt comes here, so the Super
+/// Network here awaits it.
+impl crate::forwarding::Served for Engine {
+    fn submitted(&self, carrier: &str, sms: &OutboundSms) {
+        self.brain
+            .sent(sms.message_sid, self.path(carrier, &sms.to));
+    }
+}

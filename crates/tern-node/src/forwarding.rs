@@ -11,12 +11,11 @@
 //! (`sent` with the carrier's id, or a retry), exactly as after a local submission, and a
 //! node that dies while asking leaves the job to be published again. The receipt arrives
 //! at the node whose connection carried the message, which finds the message by the
-//! carrier's id in the shared store and feeds it to its own Super Network; the asking
-//! node therefore does not await it ([`ReceiptsTo::AnotherNode`]): overdue receipts are
-//! watched in memory only for a node's own submissions, and a lost one is still found by
-//! the leader's receipt sweep (`query_sm`). A request left unanswered in time may have
-//! been submitted; like a `submit_sm` whose response is lost, it is retried, and the
-//! carrier may see it twice.
+//! carrier's id in the shared store; that node awaits it (told by [`Served`]), so an
+//! overdue receipt is noticed by the Super Network that gets the receipts, and the asking
+//! node does not await it ([`ReceiptsTo::AnotherNode`]). A request left unanswered in time
+//! may have been submitted; like a `submit_sm` whose response is lost, it is retried, and
+//! the carrier may see it twice.
 //!
 //! To the Super Network the carrier is up on this node while this node or another one can
 //! transmit on it: this node's connections plus the carrier's bind slots other live nodes
@@ -57,6 +56,12 @@ enum Answer {
     Queried(Option<Receipt>),
     /// The request could not be read (a node of another version, say).
     Refused(String),
+}
+
+/// What the serving node does with a submission it carried out for another node.
+pub trait Served: Send + Sync + 'static {
+    /// `carrier` took `sms` on this node's connection: its receipt will come here.
+    fn submitted(&self, carrier: &str, sms: &OutboundSms);
 }
 
 /// The bus service through which a carrier's bound nodes serve the others.
@@ -140,8 +145,8 @@ impl RegionCarrier {
     }
 
     /// Carries out other nodes' requests on this node's connections while it has one that
-    /// can transmit, until `stop` turns true.
-    pub async fn serve(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
+    /// can transmit, until `stop` turns true; `served` hears of each message taken.
+    pub async fn serve(self: Arc<Self>, mut stop: watch::Receiver<bool>, served: Arc<dyn Served>) {
         let limit = Arc::new(Semaphore::new(SERVING_LIMIT));
         let mut local = self.local.clone();
         // `true` once the watched value holds (or can never hold); the guards `wait_for`
@@ -174,9 +179,9 @@ impl RegionCarrier {
                     request = requests.recv() => {
                         let Some(request) = request else { break false };
                         let Ok(permit) = limit.clone().acquire_owned().await else { return };
-                        let me = self.clone();
+                        let (me, served) = (self.clone(), served.clone());
                         tokio::spawn(async move {
-                            me.carry_out(request).await;
+                            me.carry_out(request, &*served).await;
                             drop(permit);
                         });
                     }
@@ -187,8 +192,8 @@ impl RegionCarrier {
             // says so at once); later ones go to other nodes.
             requests.close();
             while let Some(request) = requests.recv().await {
-                let me = self.clone();
-                tokio::spawn(async move { me.carry_out(request).await });
+                let (me, served) = (self.clone(), served.clone());
+                tokio::spawn(async move { me.carry_out(request, &*served).await });
             }
             if stopping {
                 return;
@@ -196,9 +201,15 @@ impl RegionCarrier {
         }
     }
 
-    async fn carry_out(&self, request: Request) {
+    async fn carry_out(&self, request: Request, served: &dyn Served) {
         let answer = match serde_json::from_slice::<Ask>(&request.payload) {
-            Ok(Ask::Submit(sms)) => Answer::Submitted(self.smpp.submit(&sms).await),
+            Ok(Ask::Submit(sms)) => {
+                let result = self.smpp.submit(&sms).await;
+                if result.is_ok() {
+                    served.submitted(self.smpp.id(), &sms);
+                }
+                Answer::Submitted(result)
+            }
             Ok(Ask::Query {
                 carrier_message_id,
                 to,

@@ -4,19 +4,38 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::BTreeSet;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tern_bus::Queue;
 use tern_bus::inproc::InProcessQueue;
 use tern_carriers::smpp::{SmppCarrier, SmppCarrierConfig};
 use tern_carriers::{Carrier, CarrierEvent, OutboundSms, ReceiptOutcome, ReceiptsTo, SubmitError};
-use tern_node::forwarding::RegionCarrier;
+use tern_node::forwarding::{RegionCarrier, Served};
 use tern_smsc_sim::{Smsc, SmscConfig};
 use tern_types::{Sid, SidPrefix};
 use tokio::sync::{mpsc, watch};
 
 const WAIT: Duration = Duration::from_secs(30);
+
+/// What the serving node heard: (carrier, message) of each submission it carried out.
+#[derive(Default)]
+struct Recorded(Mutex<Vec<(String, Sid)>>);
+
+impl Served for Recorded {
+    fn submitted(&self, carrier: &str, sms: &OutboundSms) {
+        self.0
+            .lock()
+            .unwrap()
+            .push((carrier.to_owned(), sms.message_sid));
+    }
+}
+
+impl Recorded {
+    fn taken(&self) -> Vec<(String, Sid)> {
+        self.0.lock().unwrap().clone()
+    }
+}
 
 fn sms(body: &str) -> OutboundSms {
     OutboundSms {
@@ -64,7 +83,8 @@ async fn a_node_without_a_bind_submits_through_the_node_with_one() {
     }
 
     let (stop, stopped) = watch::channel(false);
-    let serving = tokio::spawn(b.clone().serve(stopped));
+    let served = Arc::new(Recorded::default());
+    let serving = tokio::spawn(b.clone().serve(stopped, served.clone()));
     b_smpp.wait_until_bound().await;
     // A can transmit once it knows another node holds a slot.
     let mut a_up = a.transmitting().unwrap();
@@ -73,9 +93,10 @@ async fn a_node_without_a_bind_submits_through_the_node_with_one() {
     until(&mut a_up, |n| *n == 1).await;
 
     // B serves once its bind is up; the request may race the subscription, so retry.
+    let through_b = sms("through B");
     let id = tokio::time::timeout(WAIT, async {
         loop {
-            match a.submit_tracked(&sms("through B")).await {
+            match a.submit_tracked(&through_b).await {
                 Ok(s) => {
                     // B's connection carried it: B gets the receipt and watches for it.
                     assert_eq!(s.receipts, ReceiptsTo::AnotherNode);
@@ -107,6 +128,11 @@ async fn a_node_without_a_bind_submits_through_the_node_with_one() {
         other => panic!("expected a receipt, got {other:?}"),
     }
     assert!(a_receipts.try_recv().is_err());
+    // B was told, so that its Super Network awaits the receipt.
+    assert_eq!(
+        served.taken(),
+        [("acme".to_string(), through_b.message_sid)]
+    );
     // A query goes the same way.
     let queried = a.query(&id, "+14155550199").await.expect("a final state");
     assert_eq!(queried.outcome, ReceiptOutcome::Delivered);
@@ -116,7 +142,7 @@ async fn a_node_without_a_bind_submits_through_the_node_with_one() {
     assert_eq!(own.receipts, ReceiptsTo::ThisNode);
     let _ = tokio::time::timeout(WAIT, b_receipts.recv()).await.unwrap();
 
-    // Several at once, each answered once.
+    // Several at once, each answered once (and each told to B once).
     let many = (0..20).map(|n| {
         let a = a.clone();
         tokio::spawn(async move { a.submit(&sms(&format!("many {n}"))).await })
@@ -126,6 +152,7 @@ async fn a_node_without_a_bind_submits_through_the_node_with_one() {
         ids.insert(h.await.unwrap().expect("submitted"));
     }
     assert_eq!(ids.len(), 20);
+    assert_eq!(served.taken().len(), 21);
 
     // B loses its slot: it stops serving, and A hears that no node is bound.
     b_smpp.set_active_slots(Some(BTreeSet::new()));

@@ -295,7 +295,7 @@ pub async fn run(
     engine.start(events_rx).await?;
     let (stop_serving, serving) = tokio::sync::watch::channel(false);
     for c in &regional {
-        tokio::spawn(c.clone().serve(serving.clone()));
+        tokio::spawn(c.clone().serve(serving.clone(), engine.clone()));
     }
     let bind_slots = carriers.leased.then(|| {
         tern_node::binds::BindSlots::start(

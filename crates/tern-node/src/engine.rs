@@ -379,6 +379,7 @@ impl Engine {
         tokio::spawn(self.clone().webhook_loop());
         tokio::spawn(self.clone().event_loop(events));
         tokio::spawn(self.clone().sweep_loop());
+        tokio::spawn(self.clone().retention_loop());
         tokio::spawn(self.clone().event_log_loop());
         tokio::spawn(self.clone().network_loop());
         for (id, carrier) in &self.carriers {
@@ -1219,8 +1220,6 @@ impl Engine {
     /// receipt is overdue.
     async fn sweep_loop(self: Arc<Self>) {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
-        // When retention last ran on this node (it runs on the leader, once a minute).
-        let mut retained: Option<tokio::time::Instant> = None;
         loop {
             tick.tick().await;
             for kind in JobKind::ALL {
@@ -1228,12 +1227,7 @@ impl Engine {
                     .set(self.queue.depth(kind) as f64);
             }
             if !self.leadership.is_leader() {
-                retained = None;
                 continue;
-            }
-            if retained.is_none_or(|t| t.elapsed() >= RETENTION_EVERY) {
-                retained = Some(tokio::time::Instant::now());
-                self.retain().await;
             }
             let grace = self.config.messaging.receipt_grace_secs as i64 * 1000;
             let overdue = match self
@@ -1266,13 +1260,30 @@ impl Engine {
         }
     }
 
-    /// Deletes the messages past `[retention] message_days`, a batch at a time, while this
-    /// node leads.
-    async fn retain(&self) {
+    /// On the region's leader, once a minute (and at once on taking the lead), deletes the
+    /// messages past `[retention] message_days`, a batch at a time; a loop of its own, so
+    /// that a large backlog never holds up the receipt sweep.
+    async fn retention_loop(self: Arc<Self>) {
         let days = self.config.retention.message_days;
         if days == 0 {
             return;
         }
+        let mut leads = self.leadership.subscribe();
+        loop {
+            if leads.wait_for(|l| *l).await.is_err() {
+                return;
+            }
+            self.retain(days).await;
+            // The next round a minute on, or at once on a new term.
+            tokio::select! {
+                () = tokio::time::sleep(RETENTION_EVERY) => {}
+                _ = leads.wait_for(|l| !*l) => {}
+            }
+        }
+    }
+
+    /// Deletes the messages past `days`, a batch at a time, while this node leads.
+    async fn retain(&self, days: u32) {
         let before = now_ms() - i64::from(days) * 86_400_000;
         while self.leadership.is_leader() {
             match self

@@ -502,11 +502,16 @@ def test_a_killed_leader_is_replaced_and_its_work_finished_by_the_other_node(
         smsc.stop()
 
 
-def slot_states(node: ServeNode, carrier: str = "smsc") -> list[str]:
+def carrier_view(node: ServeNode, carrier: str = "smsc") -> dict:
     r = requests.get(node.base_url + "/v1/Operator/Carriers", timeout=HTTP_TIMEOUT,
                      headers={"Authorization": f"Bearer {OPERATOR_TOKEN}"})
     assert r.status_code == 200, r.text
     [c] = [c for c in r.json()["carriers"] if c["id"] == carrier]
+    return c
+
+
+def slot_states(node: ServeNode, carrier: str = "smsc") -> list[str]:
+    c = carrier_view(node, carrier)
     return [b["state"] for b in sorted(c["binds"], key=lambda b: b["slot"])]
 
 
@@ -581,6 +586,9 @@ def test_a_carrier_with_fewer_binds_than_nodes_is_reached_through_the_bound_node
         poll(lambda: (slot_states(a) + slot_states(b)).count("bound") == 1,
              timeout=40, interval=0.2, desc="one node to bind the one slot")
         bound, unbound = (a, b) if "bound" in slot_states(a) else (b, a)
+        poll(lambda: carrier_view(unbound)["slots_elsewhere"] == 1, timeout=30, interval=0.2,
+             desc="the unbound node to see the slot held elsewhere")
+        assert carrier_view(bound)["slots_elsewhere"] == 0
         sids = []
         for node in (unbound, bound, unbound):
             client = make_client(node.base_url, creds["account_sid"], creds["auth_token"])

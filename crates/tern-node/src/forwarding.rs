@@ -107,6 +107,11 @@ impl RegionCarrier {
         &self.smpp
     }
 
+    /// How many of the carrier's bind slots other live nodes hold (as last counted).
+    pub fn held_elsewhere(&self) -> usize {
+        *self.elsewhere.borrow()
+    }
+
     /// Tells how many of the carrier's bind slots other live nodes hold.
     pub fn set_held_elsewhere(&self, slots: usize) {
         self.elsewhere.send_if_modified(|n| {

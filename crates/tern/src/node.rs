@@ -225,14 +225,26 @@ pub struct Listeners {
 /// What `/v1/Operator/…` shows: the carriers' binds and the customers' binds.
 struct OperatorView {
     carriers: Vec<Arc<tern_carriers::smpp::SmppCarrier>>,
+    /// The leased carriers as the region sees them (none when not leased).
+    regional: Vec<Arc<RegionCarrier>>,
     smpp_server: Arc<SmppServer>,
     engine: Arc<Engine>,
 }
 
 impl tern_api::OperatorView for OperatorView {
     fn carriers(&self) -> serde_json::Value {
-        serde_json::to_value(self.carriers.iter().map(|c| c.status()).collect::<Vec<_>>())
-            .unwrap_or_default()
+        let carriers = self.carriers.iter().map(|c| {
+            let mut status = serde_json::to_value(c.status()).unwrap_or_default();
+            // Where a node without a slot of its own sends through.
+            if let (Some(r), Some(fields)) = (
+                self.regional.iter().find(|r| Arc::ptr_eq(r.smpp(), c)),
+                status.as_object_mut(),
+            ) {
+                fields.insert("slots_elsewhere".into(), r.held_elsewhere().into());
+            }
+            status
+        });
+        serde_json::Value::Array(carriers.collect())
     }
 
     fn customer_binds(&self) -> serde_json::Value {
@@ -303,7 +315,7 @@ pub async fn run(
             &region,
             engine.leadership().holder(),
             lease_timing,
-            regional,
+            regional.clone(),
         )
     });
     if let Some(path) = config_path {
@@ -322,6 +334,7 @@ pub async fn run(
         token,
         view: Arc::new(OperatorView {
             carriers: carriers.smpp.clone(),
+            regional: regional.clone(),
             smpp_server: smpp_server.clone(),
             engine: engine.clone(),
         }),

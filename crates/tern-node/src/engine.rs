@@ -1764,9 +1764,31 @@ impl Engine {
     }
 }
 
-/// A message this node submitted for another node: its receipt comes here, so the Super
-/// Network here awaits it.
+#[async_trait::async_trait]
 impl crate::forwarding::Served for Engine {
+    async fn vouches_for(&self, sms: &OutboundSms) -> bool {
+        match self.store.message(sms.message_sid).await {
+            Ok(Some(m)) => {
+                m.direction != Direction::Inbound
+                    && matches!(
+                        m.status,
+                        // `sent`: a resend moves a message to another carrier.
+                        MessageStatus::Queued | MessageStatus::Sending | MessageStatus::Sent
+                    )
+                    && m.to == sms.to
+                    && m.body == sms.body
+                    && m.from.as_deref().unwrap_or_default() == sms.from
+            }
+            Ok(None) => false,
+            Err(e) => {
+                warn!(error = %e, "cannot look up a message another node asks to submit");
+                false
+            }
+        }
+    }
+
+    /// A message this node submitted for another node: its receipt comes here, so the
+    /// Super Network here awaits it.
     fn submitted(&self, carrier: &str, sms: &OutboundSms) {
         self.brain
             .sent(sms.message_sid, self.path(carrier, &sms.to));

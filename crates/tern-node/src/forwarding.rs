@@ -58,8 +58,14 @@ enum Answer {
     Refused(String),
 }
 
-/// What the serving node does with a submission it carried out for another node.
+/// The serving node's side of a submission it is asked to carry out for another node.
+#[async_trait]
 pub trait Served: Send + Sync + 'static {
+    /// Whether `sms` is a stored outbound message waiting for (or moving between)
+    /// carriers, as written: only such a message is submitted. Anyone who can publish on
+    /// the region's NATS subjects could ask; this keeps them from sending what Tern never
+    /// accepted.
+    async fn vouches_for(&self, sms: &OutboundSms) -> bool;
     /// `carrier` took `sms` on this node's connection: its receipt will come here.
     fn submitted(&self, carrier: &str, sms: &OutboundSms);
 }
@@ -208,6 +214,10 @@ impl RegionCarrier {
 
     async fn carry_out(&self, request: Request, served: &dyn Served) {
         let answer = match serde_json::from_slice::<Ask>(&request.payload) {
+            Ok(Ask::Submit(sms)) if !served.vouches_for(&sms).await => {
+                warn!(carrier = %self.smpp.id(), message_sid = %sms.message_sid, "refused to submit a message that is not waiting for a carrier");
+                Answer::Refused("not a message waiting for a carrier".into())
+            }
             Ok(Ask::Submit(sms)) => {
                 let result = self.smpp.submit(&sms).await;
                 if result.is_ok() {

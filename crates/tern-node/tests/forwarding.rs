@@ -18,11 +18,17 @@ use tokio::sync::{mpsc, watch};
 
 const WAIT: Duration = Duration::from_secs(30);
 
-/// What the serving node heard: (carrier, message) of each submission it carried out.
+/// What the serving node heard: (carrier, message) of each submission it carried out. It
+/// vouches for every message but those with a body of "forged".
 #[derive(Default)]
 struct Recorded(Mutex<Vec<(String, Sid)>>);
 
+#[async_trait::async_trait]
 impl Served for Recorded {
+    async fn vouches_for(&self, sms: &OutboundSms) -> bool {
+        sms.body != "forged"
+    }
+
     fn submitted(&self, carrier: &str, sms: &OutboundSms) {
         self.0
             .lock()
@@ -141,6 +147,14 @@ async fn a_node_without_a_bind_submits_through_the_node_with_one() {
     let own = b.submit_tracked(&sms("B's own")).await.unwrap();
     assert_eq!(own.receipts, ReceiptsTo::ThisNode);
     let _ = tokio::time::timeout(WAIT, b_receipts.recv()).await.unwrap();
+
+    // A message the serving node does not vouch for (one Tern never accepted, asked for
+    // by anyone on the bus) is refused, not submitted.
+    match a.submit(&sms("forged")).await {
+        Err(SubmitError::Retryable(why)) => assert!(why.contains("refused"), "{why}"),
+        other => panic!("a forged submission: {other:?}"),
+    }
+    assert_eq!(served.taken().len(), 1);
 
     // Several at once, each answered once (and each told to B once).
     let many = (0..20).map(|n| {

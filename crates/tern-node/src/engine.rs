@@ -400,26 +400,31 @@ impl Engine {
             let s = s.clone();
             async move { s.acquire_many_owned(n as u32).await.ok() }
         };
-        let wait = async {
-            let _r = all(
+        // Every permit is held, and kept until the semaphores are closed: a permit given
+        // back first would go straight to a waiting worker, which would start a webhook or
+        // a submission that the ending process never records (and that is sent again by
+        // whoever takes its job next).
+        let mut wait = std::pin::pin!(async {
+            let r = all(
                 &self.route_permits,
                 self.config.messaging.concurrency.max(1),
             )
             .await;
-            let _w = all(
+            let w = all(
                 &self.webhook_permits,
                 self.config.webhooks.concurrency.max(1),
             )
             .await;
-        };
-        if tokio::time::timeout(deadline, wait).await.is_err() {
+            (r, w)
+        });
+        let held = tokio::time::timeout(deadline, &mut wait).await;
+        if held.is_err() {
             warn!("drain deadline passed with work in flight; it resumes on the next start");
         }
-        // Nothing starts after the drain: a webhook sent or a message submitted now would
-        // not be recorded before the process ends, and would be sent again by whoever
-        // takes its job next.
         self.route_permits.close();
         self.webhook_permits.close();
+        // Only now may what was acquired (and the unfinished wait) go.
+        drop(held);
     }
 
     fn publish(&self, jobs: Vec<Job>) {

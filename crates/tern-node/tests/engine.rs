@@ -200,6 +200,66 @@ async fn webhook_jobs_published_again_and_again_are_delivered_once() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drained_engine_starts_no_webhook_after_its_last_one_ends() {
+    use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+    let dir = tempfile::tempdir().unwrap();
+    let n = node(dir.path(), true, None).await;
+    // An endpoint that counts the requests reaching it and answers `/slow` in 800 ms and
+    // `/fast` in 100 ms.
+    let arrived = Arc::new(AtomicUsize::new(0));
+    let notify = Arc::new(Notify::new());
+    let app = {
+        let (arrived, notify) = (arrived.clone(), notify.clone());
+        axum::Router::new().fallback(move |uri: axum::http::Uri| {
+            let (arrived, notify) = (arrived.clone(), notify.clone());
+            async move {
+                arrived.fetch_add(1, SeqCst);
+                notify.notify_waiters();
+                let ms = if uri.path() == "/slow" { 800 } else { 100 };
+                tokio::time::sleep(Duration::from_millis(ms)).await;
+                ""
+            }
+        })
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    for path in ["slow", "fast"] {
+        let params = SendParams {
+            to: Some("+14155552671".into()),
+            from: Some(n.number.phone_number.clone()),
+            body: Some(path.into()),
+            status_callback: Some(format!("{base}/{path}")),
+            ..Default::default()
+        };
+        n.engine.send(&n.account, &params).await.unwrap();
+    }
+    // Both messages' first callbacks in flight; then the drain waits for the slow one,
+    // while the fast message's next callback queues behind the drain for a permit.
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while arrived.load(SeqCst) < 2 {
+            let woken = notify.notified();
+            if arrived.load(SeqCst) >= 2 {
+                break;
+            }
+            let _ = tokio::time::timeout(Duration::from_millis(50), woken).await;
+        }
+    })
+    .await
+    .expect("two callbacks in flight");
+    n.engine.drain(Duration::from_secs(10)).await;
+    let at_drain = arrived.load(SeqCst);
+    // Nothing may start now (the queued callback used to, in the instant the drain gave
+    // its permits back): give it well over a fast answer's time to show up.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        arrived.load(SeqCst),
+        at_drain,
+        "a webhook started after the drain"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn work_left_by_a_crash_is_finished_after_restart() {
     let dir = tempfile::tempdir().unwrap();
     let (base, calls, notify) = receiver("").await;

@@ -32,7 +32,10 @@ use super::rows::{
     MESSAGE_COLS, STATEMENT_TIMEOUT, deadline, exec, qualified, query_all, query_opt, timed_out,
 };
 use super::transition::apply_transitions;
-use super::{OWNED_JOB_IDS, OwnedJobParams, corrupt, map_pg, map_pool, owned_job_ctes, with_ids};
+use super::{
+    OWNED_JOB_IDS, OwnedJobParams, corrupt, map_pg, map_pool, owned_job_ctes, probed_by_key,
+    with_ids,
+};
 use crate::{Message, NewJob, Result, StoreError, Transition};
 
 /// Writer tasks: while one commits (waiting for its WAL flush), the others gather and run
@@ -393,13 +396,16 @@ async fn claim_jobs<C: GenericClient>(c: &C, claims: &[&Claim]) -> Result<Vec<bo
             let nows: Vec<i64> = claims.iter().map(|c| c.now).collect();
             query_all(
                 c,
-                "UPDATE jobs j SET owner = c.holder
+                &format!(
+                    "UPDATE jobs j SET owner = c.holder
                  FROM UNNEST($1::bigint[], $2::text[], $3::text[], $4::bigint[])
-                     AS c(id, holder, prefix, now)
-                 WHERE j.id = c.id AND (j.owner IS NULL OR j.owner = c.holder
+                     WITH ORDINALITY AS c(id, holder, prefix, now, ord)
+                 WHERE {by_key} AND j.id = c.id AND (j.owner IS NULL OR j.owner = c.holder
                      OR NOT EXISTS (SELECT 1 FROM leases l
                          WHERE l.name = c.prefix || j.owner AND l.expires_at > c.now))
                  RETURNING j.id, j.owner",
+                    by_key = probed_by_key("c.ord", "$1::bigint[]")
+                ),
                 &[&ids, &holders, &prefixes, &nows],
                 |r| {
                     Ok((

@@ -1028,3 +1028,72 @@ async fn cached_rows_follow_this_nodes_writes_at_once_and_others_within_a_second
     })
     .await;
 }
+
+/// A batch of transitions finds its messages by primary key however much the table has
+/// grown since the connection first ran the statement. Prepared, PostgreSQL settles after
+/// five runs on a generic plan made for the table as it was then: on a nearly empty table
+/// a sequential scan, which the connection then keeps for every batch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transitions_read_by_key_after_the_table_grows() {
+    in_schema(|schema| async move {
+        let store = schema.store(2).await;
+        let a = account(&store).await;
+        let mut client = store.client().await.unwrap();
+        let mut last = None;
+        for i in 0..10 {
+            let m = crate::conformance::message(a, i, "+14155550199");
+            store.insert_message(m.clone(), vec![]).await.unwrap();
+            let t = Transition::new(m.sid, m.status, MessageStatus::Sending, 20);
+            let tx = client.transaction().await.unwrap();
+            let applied = super::transition::apply_transitions(&tx, &[&t])
+                .await
+                .unwrap();
+            assert!(matches!(applied.as_slice(), [Ok(_)]), "{applied:?}");
+            tx.commit().await.unwrap();
+            last = Some(m);
+        }
+        let m = last.unwrap();
+        let copies = super::rows::qualified(super::rows::MESSAGE_COLS, "m").replacen(
+            "m.sid",
+            "'SM' || md5(g::text)",
+            1,
+        );
+        client
+            .execute(
+                &format!(
+                    "INSERT INTO messages ({}) SELECT {copies}
+                     FROM messages m, generate_series(1, 5000) g WHERE m.sid = $1",
+                    super::rows::MESSAGE_COLS
+                ),
+                &[&m.sid.as_str()],
+            )
+            .await
+            .unwrap();
+        let mut t = Transition::new(m.sid, MessageStatus::Sending, MessageStatus::Sent, 30);
+        t.carrier = Some(("sim".into(), "c1".into()));
+        let tx = client.transaction().await.unwrap();
+        // The backend's counts not yet reported, which include earlier transactions': only
+        // the difference across the batch is its own.
+        let seq_scans = async || -> i64 {
+            tx.query_one(
+                "SELECT seq_scan FROM pg_stat_xact_user_tables WHERE relid = 'messages'::regclass",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0)
+        };
+        let before = seq_scans().await;
+        let applied = super::transition::apply_transitions(&tx, &[&t])
+            .await
+            .unwrap();
+        assert!(matches!(applied.as_slice(), [Ok(_)]), "{applied:?}");
+        assert_eq!(
+            seq_scans().await - before,
+            0,
+            "the transition read all 5,011 messages"
+        );
+        tx.commit().await.unwrap();
+    })
+    .await;
+}

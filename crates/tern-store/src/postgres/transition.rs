@@ -14,7 +14,9 @@ use tern_types::{MessageStatus, Sid};
 use tokio_postgres::types::ToSql;
 
 use super::rows::{ATTEMPT_COLS, parse_status, query_all, query_opt, sid};
-use super::{AttemptParams, OWNED_JOB_IDS, OwnedJobParams, corrupt, owned_job_ctes, with_ids};
+use super::{
+    AttemptParams, OWNED_JOB_IDS, OwnedJobParams, corrupt, owned_job_ctes, probed_by_key, with_ids,
+};
 use crate::{NewJob, Result, StoreError, Transition};
 
 /// Transitions (`t`, numbered by `ord` from 1) applied where their compare-and-set holds
@@ -23,12 +25,14 @@ use crate::{NewJob, Result, StoreError, Transition};
 /// transition; ids in increasing order in the order given) and its route attempts
 /// (`$17`…). Returns the `ord`s applied and the new jobs' ids in order.
 fn apply_sql() -> String {
+    let by_key = probed_by_key("t.ord", "$1::text[]");
     format!(
         "WITH t AS (
             SELECT * FROM UNNEST($1::text[], $2::text[], $3::bigint[], $4::bigint[], $5::text[],
                 $6::text[], $7::text[], $8::text[], $9::bigint[], $10::text[], $11::bigint[])
                 WITH ORDINALITY AS t (sid, status, at, error_code, from_number, carrier,
                     carrier_id, done_date, sent, expected, done_job, ord)
+            WHERE {by_key}
         ), u AS (
             UPDATE messages m SET status = t.status, updated = t.at,
                 error_code = COALESCE(t.error_code, m.error_code),

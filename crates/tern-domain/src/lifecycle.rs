@@ -2,14 +2,17 @@
 //!
 //! ```text
 //! outbound:  scheduled ─┐
-//!            accepted ──┼─► queued ─► sending ─► sent ─► delivered | undelivered
+//!            accepted ──┼─► queued ─┬─────────────┬─► sent ─► delivered | undelivered
+//!                       │           └─► sending ──┘
 //!                       └───────────────────────────────► failed (from any non-final state)
 //!            scheduled ─► canceled
 //! inbound:   receiving ─► received | failed
 //! ```
 //! Transitions only move forward: every state has a rank and a move must raise it. A
 //! delivery receipt may overtake the carrier's acceptance (a receipt before `submit_sm_resp`),
-//! so `sending` may go straight to `delivered` or `undelivered`.
+//! so `sending` may go straight to `delivered` or `undelivered`. The engine no longer
+//! writes `sending` (a message goes from `queued` to the submission's outcome in one
+//! step); messages written as `sending` by earlier versions still move on from it.
 
 use tern_types::MessageStatus;
 
@@ -45,7 +48,7 @@ pub fn check_transition(from: MessageStatus, to: MessageStatus) -> Result<(), Li
             Canceled => matches!(from, Scheduled | Accepted | Queued),
             // A receipt speaks of a message a carrier has (or may have) taken.
             Delivered | Undelivered => matches!(from, Sending | Sent),
-            Sent => from == Sending,
+            Sent => matches!(from, Queued | Sending),
             Received => from == Receiving,
             Receiving | Scheduled => false,
             _ => true,
@@ -78,6 +81,7 @@ mod tests {
             (Accepted, Queued),
             (Queued, Sending),
             (Sending, Sent),
+            (Queued, Sent),
             (Sent, Delivered),
         ] {
             assert_eq!(check_transition(a, b), Ok(()), "{a} -> {b}");

@@ -665,7 +665,7 @@ impl Engine {
             if now > m.expires_at() {
                 return self.expire(&m, job, now).await;
             }
-            let (next, mut t) = match m.status {
+            let mut t = match m.status {
                 MessageStatus::Scheduled | MessageStatus::Accepted => {
                     let from = match &m.from {
                         Some(f) => Some(f.clone()),
@@ -684,7 +684,7 @@ impl Engine {
                     let mut t = Transition::new(m.sid, m.status, MessageStatus::Queued, now);
                     t.jobs = self.callback_jobs(&m, MessageStatus::Queued, None, None, Some(&from));
                     t.from = Some(from);
-                    (MessageStatus::Queued, t)
+                    t
                 }
                 MessageStatus::Queued => {
                     // A message over its sender's rate waits here, still `queued`.
@@ -697,15 +697,13 @@ impl Engine {
                             Admission::Expired => return self.expire(&m, job, now).await,
                         }
                     }
-                    (
-                        MessageStatus::Sending,
-                        self.transition(&m, MessageStatus::Sending, now),
-                    )
+                    return self.submit(&m, job).await;
                 }
+                // Written by versions that recorded `sending` before submitting.
                 MessageStatus::Sending => return self.submit(&m, job).await,
                 _ => return self.store.complete_jobs(vec![job.id]).await,
             };
-            if next == MessageStatus::Queued && m.num_segments == 0 {
+            if m.num_segments == 0 {
                 // A Messaging Service send counts its segments once a sender is chosen.
                 m.num_segments = tern_sms::segment_info(&m.body).num_segments;
             }
@@ -714,7 +712,7 @@ impl Engine {
             match self.apply(t).await {
                 Ok(()) => {
                     // What the store now holds, without reading it back.
-                    m.status = next;
+                    m.status = MessageStatus::Queued;
                     m.from = from.or(m.from);
                     m.updated = now;
                 }
@@ -816,6 +814,22 @@ impl Engine {
         Ok(Some(from))
     }
 
+    /// `t`, the outcome of a submission, with the `sending` status callback first. A
+    /// message is not written as `sending` before it is offered to a carrier: that write
+    /// was a third of the pipeline's transitions (PostgreSQL's costliest statement) and
+    /// guarded nothing — a submission cut short by a node's death is offered again from
+    /// `queued` as it was from `sending`, and only a scheduled message can be canceled —
+    /// so the message goes from `queued` to its outcome in one write, and the callbacks
+    /// stay `sending`, then the outcome, in that order.
+    fn after_sending(&self, m: &Message, mut t: Transition) -> Transition {
+        if m.status == MessageStatus::Queued {
+            let mut jobs = self.callback_jobs(m, MessageStatus::Sending, None, None, None);
+            jobs.append(&mut t.jobs);
+            t.jobs = jobs;
+        }
+        t
+    }
+
     async fn submit(&self, m: &Message, job: &Job) -> Result<(), StoreError> {
         let now = now_ms();
         let routes = self.routes();
@@ -828,7 +842,7 @@ impl Engine {
                 now,
             );
             t.done_job = Some(job.id);
-            return self.apply_or_reload(t).await;
+            return self.apply_or_reload(self.after_sending(m, t)).await;
         };
         let picked = self
             .brain
@@ -842,7 +856,7 @@ impl Engine {
                 now,
             );
             t.done_job = Some(job.id);
-            return self.apply_or_reload(t).await;
+            return self.apply_or_reload(self.after_sending(m, t)).await;
         };
         if !pick.wait.is_zero() {
             // Every carrier is at its route's max_mps: this slot is reserved for us.
@@ -871,7 +885,7 @@ impl Engine {
                 t.carrier = Some((carrier.id().to_string(), id));
                 t.done_job = Some(job.id);
                 t.attempts = vec![attempt];
-                self.apply_or_reload(t).await
+                self.apply_or_reload(self.after_sending(m, t)).await
             }
             // Another carrier of the route may take what this one refused; each is asked
             // at most once for a refusal, in route order.
@@ -890,7 +904,7 @@ impl Engine {
                 let mut t = self.transition_with_error(m, MessageStatus::Failed, code, now);
                 t.done_job = Some(job.id);
                 t.attempts = vec![attempt];
-                self.apply_or_reload(t).await
+                self.apply_or_reload(self.after_sending(m, t)).await
             }
             Err(SubmitError::Retryable(reason)) => {
                 metrics::counter!("tern_carrier_submit_retries_total", "carrier" => carrier.id().to_string()).increment(1);
@@ -904,7 +918,7 @@ impl Engine {
                     );
                     t.done_job = Some(job.id);
                     t.attempts = vec![attempt];
-                    return self.apply_or_reload(t).await;
+                    return self.apply_or_reload(self.after_sending(m, t)).await;
                 }
                 self.store.add_route_attempts(vec![attempt]).await?;
                 self.retry_later(job.clone(), reason).await;

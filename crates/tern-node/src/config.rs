@@ -154,6 +154,13 @@ pub struct MessagingConfig {
     /// API's writes out of a commit batch (measured: 64 keeps accept p99 under 10 ms on
     /// 2 cores while the pipeline still sustains > 3,000 messages/s).
     pub concurrency: usize,
+    /// Sends being accepted at once (REST and SMPP) from which the node counts as
+    /// saturated; `0` never. While saturated, at most `concurrency_when_saturated` route
+    /// workers start: the API keeps its rate and accepted messages wait in `queued` until
+    /// the burst eases (then the pipeline drains at `concurrency`).
+    pub saturated_at_sends: usize,
+    /// Route workers that may start while the node is saturated.
+    pub concurrency_when_saturated: usize,
     /// Attempts at submitting one message before it fails.
     pub max_submit_attempts: u32,
     /// Messages per second one sender may send, by its kind
@@ -172,6 +179,8 @@ impl Default for MessagingConfig {
         MessagingConfig {
             receipt_grace_secs: 10,
             concurrency: 64,
+            saturated_at_sends: 8,
+            concurrency_when_saturated: 8,
             max_submit_attempts: 10,
             // Unpaced unless configured, so that a test or a benchmark sending from one
             // number is not held to a carrier's rate.

@@ -27,6 +27,7 @@ use crate::leader::{Leadership, LeaseTiming};
 use crate::network::Brain;
 use crate::outbox::Resync;
 use crate::pacing::{Admission, Pacing};
+use crate::saturation::Saturation;
 use crate::{Config, callbacks, now_ms};
 use tern_domain::network::{PathKey, PathView, Signal};
 
@@ -138,6 +139,8 @@ pub struct Engine {
     /// Webhooks waiting behind an earlier one of the same message (callbacks stay in order).
     chains: Mutex<HashMap<Sid, Chain>>,
     route_permits: Arc<Semaphore>,
+    /// Holds route workers back while the API is saturated.
+    saturation: Saturation,
     webhook_permits: Arc<Semaphore>,
     customer_links: std::sync::OnceLock<Arc<dyn CustomerLinks>>,
     brain: Brain,
@@ -212,6 +215,10 @@ impl Engine {
         let pacing = Pacing::new(&config.messaging).map_err(|e| e.to_string())?;
         Ok(Arc::new_cyclic(|me| Engine {
             route_permits: Arc::new(Semaphore::new(config.messaging.concurrency.max(1))),
+            saturation: Saturation::new(
+                config.messaging.saturated_at_sends,
+                config.messaging.concurrency_when_saturated,
+            ),
             webhook_permits: Arc::new(Semaphore::new(config.webhooks.concurrency.max(1))),
             store,
             queue,
@@ -451,6 +458,7 @@ impl Engine {
         params: &SendParams,
         origin: SendOrigin,
     ) -> Result<Message, EngineError> {
+        let _accepting = self.saturation.accepting();
         let now = chrono::Utc::now();
         let plan = plan_send(params, now)?;
         if self
@@ -623,6 +631,7 @@ impl Engine {
             let Ok(permit) = self.route_permits.clone().acquire_owned().await else {
                 break;
             };
+            let while_saturated = self.saturation.admit().await;
             let me = self.clone();
             let span = info_span!("route", message_sid = %job.subject);
             tokio::spawn(
@@ -630,7 +639,7 @@ impl Engine {
                     if let Err(e) = me.route(&job).await {
                         me.retry_later(job, format!("store: {e}")).await;
                     }
-                    drop(permit);
+                    drop((permit, while_saturated));
                 }
                 .instrument(span),
             );

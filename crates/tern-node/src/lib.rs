@@ -10,6 +10,7 @@ pub mod leader;
 pub mod network;
 mod outbox;
 mod pacing;
+mod saturation;
 mod settling;
 
 pub use config::Config;

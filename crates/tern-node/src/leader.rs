@@ -309,22 +309,15 @@ impl Leadership {
     /// Steps down and gives the leases back, so that another node need not wait for the
     /// leader lease to run out, nor take this node for dead.
     async fn resign(&self) {
-        let was_leader = self.is_leader();
         self.lose("stopping");
-        let mut held = Vec::new();
-        if was_leader {
-            held.push(self.name.clone());
-        }
-        let present = self
-            .presence
+        self.presence
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .take()
-            .is_some();
-        if present {
-            held.push(self.presence_name());
-        }
-        for name in held {
+            .take();
+        // Both, whatever this node believes it holds: a stop that cut a request short
+        // may have left a grant in the store that never reached `held` or `presence`.
+        // A release names the holder, so it gives back nothing another node holds.
+        for name in [self.name.clone(), self.presence_name()] {
             if let Err(e) = self.store.release_lease(&name, &self.holder).await {
                 warn!(lease = %name, error = %e, "could not release a lease; it runs out by itself");
             }

@@ -8,16 +8,14 @@
 //! pipeline drains at full concurrency as soon as the burst eases. A node that is not
 //! saturated never holds its pipeline back.
 //!
-//! Off unless `[messaging] saturated_at_sends` is set: it trades delivery for acceptance.
-//! Measured on one `tern serve` node on PostgreSQL + JetStream, all on 2 vCPU, 64
-//! connections: saturated from 8 sends in flight, 5,075 accepted/s (`--duration 14`) with
-//! 11,452 messages delivered meanwhile, against 2,280–2,442 accepted/s and 24,313–25,754
-//! delivered when off; from 16 sends, 4,264 (with group commit a request spends only a few
-//! milliseconds in the engine, so even a saturated node seldom has many more sends in
-//! flight). But a burst of 10,000 messages with status callbacks was delivered in full at
-//! 643–747 messages/s instead of 966–977 (`--e2e-messages 10000`): the pipeline, alone
-//! afterwards, waits on its own commits and leaves cores idle that it would have shared
-//! with the API.
+//! On by default (`[messaging] saturated_at_sends = 8`; `0` turns it off). Measured on one
+//! `tern serve` node on PostgreSQL + JetStream, all on 2 vCPU, 64 connections: saturated
+//! from 8 sends in flight, 3,845–5,837 accepted/s against 2,280–2,814 when off; from 16
+//! sends, 4,264 (with group commit a request spends only a few milliseconds in the engine,
+//! so even a saturated node seldom has many more sends in flight). The cost: a burst of
+//! 10,000 messages with status callbacks, accepted in 3.2–4.0 s instead of 6.4–7.6 s, was
+//! delivered in full at 893–1,080 messages/s instead of 950–1,136 (about 8 % later): the
+//! cores are busy either way, and the pipeline's work in a backlog batches a little worse.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -38,9 +38,13 @@ use super::{
 };
 use crate::{Message, NewJob, Result, StoreError, Transition};
 
-/// Writer tasks: while one commits (waiting for its WAL flush), the others gather and run
-/// the next batches.
-const WRITERS: usize = 4;
+/// Writer tasks: while one commits (waiting for its WAL flush), the other gathers and runs
+/// the next batch. A free writer takes whatever is waiting, however little, so more
+/// writers make smaller batches: with four, PostgreSQL spent 539-588 µs of CPU per message
+/// over accept and delivery, with two 441-533 (end to end even or faster; session 12,
+/// `scripts/bench-pipeline-cpu`). Session 9 found two and four even before the API came
+/// first on a saturated node.
+const WRITERS: usize = 2;
 /// The most writes in one transaction: bounds a batch's latency, locks and memory.
 const MAX_BATCH: usize = 512;
 /// Writes waiting for a writer; past this, callers wait to enqueue (back-pressure).

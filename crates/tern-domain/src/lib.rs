@@ -3,6 +3,7 @@
 //! does IO or knows the time except through its arguments, so every rule is a unit test.
 
 pub mod credentials;
+pub mod gcra;
 pub mod keywords;
 pub mod lifecycle;
 pub mod network;

@@ -3,7 +3,7 @@
 //! at 100). A message over its sender's budget is not refused: it gets the sender's next
 //! free slot and waits for it.
 //!
-//! The schedule is virtual scheduling (GCRA without burst): each sender has a next free
+//! The schedule is virtual scheduling ([`Gcra`] without burst): each sender has a next free
 //! instant; a grant takes the later of that instant and now, and moves the next free
 //! instant one interval (`1 / mps`) past it. Grants of one sender are therefore at least an
 //! interval apart, so any window of `T` seconds holds at most `⌈mps × T⌉ + 1` of them.
@@ -12,6 +12,8 @@
 //! exact); the caller chooses the epoch.
 
 use std::collections::HashMap;
+
+use crate::gcra::Gcra;
 
 /// How often (at most) senders that have gone idle are swept out, when a new sender comes:
 /// an idle sender is kept no longer than about this. Forgetting an idle sender loses
@@ -112,8 +114,8 @@ pub enum Reservation {
 #[derive(Debug)]
 pub struct Pacer {
     rates: SenderRates,
-    /// Each paced sender's next free instant (µs).
-    next_free: HashMap<String, i64>,
+    /// Each paced sender's schedule.
+    schedules: HashMap<String, Gcra>,
     capacity: usize,
     swept_at: i64,
 }
@@ -122,7 +124,7 @@ impl Pacer {
     pub fn new(rates: SenderRates, capacity: usize) -> Pacer {
         Pacer {
             rates,
-            next_free: HashMap::new(),
+            schedules: HashMap::new(),
             capacity: capacity.max(1),
             swept_at: i64::MIN,
         }
@@ -134,11 +136,13 @@ impl Pacer {
         let Some(interval) = self.rates.interval_us(sender) else {
             return Reservation::Now;
         };
-        let slot = self.next_free.get(sender).map_or(now, |&t| t.max(now));
+        let mut schedule = self.schedule(sender);
+        let slot = schedule.next_free(now);
         if slot > deadline {
             return Reservation::TooLate(slot);
         }
-        self.set(sender, slot.saturating_add(interval), now);
+        schedule.reserve(interval, 0, now);
+        self.set(sender, schedule, now);
         if slot <= now {
             Reservation::Now
         } else {
@@ -152,42 +156,51 @@ impl Pacer {
         let Some(interval) = self.rates.interval_us(sender) else {
             return;
         };
-        let after = slot.saturating_add(interval);
-        if self.next_free.get(sender).is_none_or(|&t| t < after) {
-            self.set(sender, after, now);
+        let mut schedule = self.schedule(sender);
+        schedule.honor(slot, interval);
+        if self.schedules.get(sender) != Some(&schedule) {
+            self.set(sender, schedule, now);
         }
     }
 
     /// Senders with a schedule held in memory.
     pub fn len(&self) -> usize {
-        self.next_free.len()
+        self.schedules.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.next_free.is_empty()
+        self.schedules.is_empty()
     }
 
-    fn set(&mut self, sender: &str, next_free: i64, now: i64) {
-        if let Some(t) = self.next_free.get_mut(sender) {
-            *t = next_free;
+    /// `sender`'s schedule; a sender not held is free from any time on.
+    fn schedule(&self, sender: &str) -> Gcra {
+        self.schedules
+            .get(sender)
+            .copied()
+            .unwrap_or(Gcra::starting_at(i64::MIN))
+    }
+
+    fn set(&mut self, sender: &str, schedule: Gcra, now: i64) {
+        if let Some(s) = self.schedules.get_mut(sender) {
+            *s = schedule;
             return;
         }
-        if now.saturating_sub(self.swept_at) >= SWEEP_US || self.next_free.len() >= self.capacity {
+        if now.saturating_sub(self.swept_at) >= SWEEP_US || self.schedules.len() >= self.capacity {
             self.swept_at = now;
-            self.next_free.retain(|_, t| *t > now);
+            self.schedules.retain(|_, s| s.next_slot() > now);
         }
-        if self.next_free.len() >= self.capacity {
+        if self.schedules.len() >= self.capacity {
             // Every sender held is busy: give up the one whose backlog ends first.
             if let Some(k) = self
-                .next_free
+                .schedules
                 .iter()
-                .min_by_key(|(_, t)| **t)
+                .min_by_key(|(_, s)| s.next_slot())
                 .map(|(k, _)| k.clone())
             {
-                self.next_free.remove(&k);
+                self.schedules.remove(&k);
             }
         }
-        self.next_free.insert(sender.to_owned(), next_free);
+        self.schedules.insert(sender.to_owned(), schedule);
     }
 }
 

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use serde::Deserialize;
 use tern_domain::Route;
+use tern_domain::gcra::Gcra;
 use tern_domain::network::{
     Candidate, Health, HealthConfig, Network, PathKey, PathView, Signal, Transition, fnv1a,
 };
@@ -94,11 +95,11 @@ pub(crate) struct Brain {
     link_down_after: Duration,
     resend: ResendSettings,
     /// The resend budget: `resend_max_per_sec` with [`RESEND_BURST_MS`] of burst.
-    budget: Mutex<Rate>,
+    budget: Mutex<Gcra>,
     /// Events (kind, fields) not yet handed to the bus; [`Brain::take_events`] drains it.
     outbox: Mutex<Vec<(&'static str, serde_json::Value)>>,
     /// `max_mps` state per (route prefix, carrier).
-    rates: Mutex<HashMap<(String, String), Rate>>,
+    rates: Mutex<HashMap<(String, String), Gcra>>,
     origin: Instant,
     network: Mutex<Network>,
     tracker: Mutex<Tracker>,
@@ -135,40 +136,24 @@ const MAX_MPS_BURST_MS: f64 = 1_000.0;
 /// How far resends may run ahead of `resend_max_per_sec`.
 const RESEND_BURST_MS: f64 = 5_000.0;
 
-/// A rate of `mps` messages a second that lets `burst_ms` worth run ahead: the generic
-/// cell rate algorithm (virtual scheduling). Serves a route's `max_mps` per carrier and
-/// the node's resend budget. Starts with its whole burst available.
-#[derive(Debug, Clone, Copy, Default)]
-struct Rate {
-    /// The theoretical time (ms) the next message is due.
-    next_ms: f64,
+/// A rate of `mps` messages a second that lets `burst_ms` worth run ahead, in
+/// [`Gcra`]'s terms (µs): the interval between messages and the burst's tolerance.
+fn cell(mps: f64, burst_ms: f64) -> (i64, i64) {
+    // `as` saturates: a rate too low for an i64 interval is a stopped one.
+    let interval = if mps > 0.0 {
+        (1e6 / mps).ceil() as i64
+    } else {
+        i64::MAX
+    };
+    let tolerance = ((burst_ms * 1e3) as i64).saturating_sub(interval).max(0);
+    (interval, tolerance)
 }
 
-impl Rate {
-    /// Takes a slot now if within the rate (never for a rate of zero).
-    fn try_take(&mut self, mps: f64, burst_ms: f64, now_ms: u64) -> bool {
-        if mps <= 0.0 {
-            return false;
-        }
-        let now = now_ms as f64;
-        let interval = 1000.0 / mps;
-        let start = self.next_ms.max(now);
-        if start - now > burst_ms - interval {
-            return false;
-        }
-        self.next_ms = start + interval;
-        true
-    }
-
-    /// Reserves the next slot whatever the backlog; the milliseconds to wait for it.
-    fn reserve(&mut self, mps: f64, burst_ms: f64, now_ms: u64) -> u64 {
-        let now = now_ms as f64;
-        let interval = 1000.0 / mps;
-        let start = self.next_ms.max(now);
-        self.next_ms = start + interval;
-        // The slot's start minus the burst allowance (which is already in use).
-        (start - now - (burst_ms - interval)).max(0.0).ceil() as u64
-    }
+/// Takes a slot of `schedule` now if `mps` (with `burst_ms` of burst) allows; never for a
+/// rate of zero.
+fn take(schedule: &mut Gcra, mps: f64, burst_ms: f64, now_us: i64) -> bool {
+    let (interval, tolerance) = cell(mps, burst_ms);
+    mps > 0.0 && schedule.try_take(interval, tolerance, now_us)
 }
 
 /// What [`NetworkConfig`] says about resends.
@@ -212,7 +197,7 @@ impl Brain {
             resend,
             rates: Mutex::new(HashMap::new()),
             outbox: Mutex::new(Vec::new()),
-            budget: Mutex::new(Rate::default()),
+            budget: Mutex::new(Gcra::default()),
             origin: Instant::now(),
             network: Mutex::new(Network::new(config.health.clone())),
             tracker: Mutex::new(Tracker::default()),
@@ -222,6 +207,11 @@ impl Brain {
 
     pub fn now_ms(&self) -> u64 {
         u64::try_from(self.origin.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// The rates' clock (µs since this brain started).
+    fn now_us(&self) -> i64 {
+        i64::try_from(self.origin.elapsed().as_micros()).unwrap_or(i64::MAX)
     }
 
     /// The carrier attempt number `attempt` of message `sid` should use on `route`, why,
@@ -272,6 +262,7 @@ impl Brain {
             ),
             None => format!("route order {} of {}", i + 1, order.len()),
         };
+        let now_us = self.now_us();
         let mut rates = lock(&self.rates);
         let mut full = Vec::new();
         for (i, c) in order.iter().enumerate() {
@@ -281,7 +272,7 @@ impl Brain {
             let rate = rates
                 .entry((route.key().to_owned(), c.clone()))
                 .or_default();
-            if rate.try_take(mps, MAX_MPS_BURST_MS, now) {
+            if take(rate, mps, MAX_MPS_BURST_MS, now_us) {
                 return Some(Pick::now(c, describe(i), &full));
             }
             full.push(c.clone());
@@ -291,19 +282,20 @@ impl Brain {
             let at = |c: &String| {
                 rates
                     .get(&(route.key().to_owned(), c.clone()))
-                    .map_or(0.0, |r| r.next_ms)
+                    .map_or(0, Gcra::next_slot)
             };
-            at(a).total_cmp(&at(b))
+            at(a).cmp(&at(b))
         })?;
         let mps = route.max_mps.get(c).copied().unwrap_or(f64::MAX);
         let rate = rates
             .entry((route.key().to_owned(), c.clone()))
             .or_default();
-        let wait_ms = rate.reserve(mps, MAX_MPS_BURST_MS, now);
+        let (interval, tolerance) = cell(mps, MAX_MPS_BURST_MS);
+        let at = rate.reserve(interval, tolerance, now_us);
         Some(Pick {
             carrier: c.clone(),
             reason: format!("{}; every carrier at its max_mps", describe(i)),
-            wait: Duration::from_millis(wait_ms),
+            wait: Duration::from_micros(u64::try_from(at - now_us).unwrap_or(0)),
         })
     }
 
@@ -417,8 +409,13 @@ impl Brain {
 
     /// Takes one resend from the budget; `false` when it is spent.
     pub fn take_resend(&self) -> bool {
-        let now = self.now_ms();
-        lock(&self.budget).try_take(self.resend.max_per_sec, RESEND_BURST_MS, now)
+        let now_us = self.now_us();
+        take(
+            &mut lock(&self.budget),
+            self.resend.max_per_sec,
+            RESEND_BURST_MS,
+            now_us,
+        )
     }
 
     /// Time-driven moves and overdue receipts; called every ~100 ms. Returns the overdue

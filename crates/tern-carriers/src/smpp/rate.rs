@@ -1,6 +1,6 @@
-//! The send-rate limit one carrier shares across its binds: a token bucket (kept as GCRA's
-//! "theoretical arrival time", so a reservation is one subtraction) whose rate adapts to
-//! throttling.
+//! The send-rate limit one carrier shares across its binds: a token bucket (kept as
+//! [`Gcra`]'s theoretical arrival time, so a reservation is one comparison) whose rate
+//! adapts to throttling.
 //!
 //! * `max_mps` is the ceiling; without it the bucket is open until the SMSC throttles us.
 //! * `ESME_RTHROTTLED`/`ESME_RMSGQFUL` halve the rate (starting from the rate we were
@@ -17,6 +17,7 @@
 
 use std::time::Duration;
 
+use tern_domain::gcra::Gcra;
 use tokio::time::Instant;
 
 /// Throttles this close after a halving count as the same signal.
@@ -35,8 +36,9 @@ pub struct RateLimit {
     current: Option<f64>,
     /// Without a ceiling: the rate at which the limit is dropped again.
     uncap_at: f64,
-    /// GCRA theoretical arrival time of the next message.
-    tat: Instant,
+    /// The schedule, in µs since `epoch`.
+    schedule: Gcra,
+    epoch: Instant,
     last_throttle: Option<Instant>,
     last_step: Instant,
     /// Messages reserved in the current one-second measuring window, and the rate measured
@@ -52,7 +54,8 @@ impl RateLimit {
             ceiling,
             current: ceiling,
             uncap_at: 0.0,
-            tat: now,
+            schedule: Gcra::default(),
+            epoch: now,
             last_throttle: None,
             last_step: now,
             window_start: now,
@@ -74,15 +77,17 @@ impl RateLimit {
         let Some(rate) = self.current else {
             return now;
         };
-        // `rate` is at least the configured ceiling's floor (checked ≥ 0.01 at start), so
-        // this never fails; the fallback keeps a bad value from panicking.
-        let interval = Duration::try_from_secs_f64(1.0 / rate).unwrap_or(Duration::from_secs(100));
+        // `rate` is at least the configured ceiling's floor (checked ≥ 0.01 at start); `as`
+        // saturates whatever it is.
+        let interval = (1e6 / rate).ceil() as i64;
         // Bursts of up to a tenth of a second's worth (at least one message) pass at once.
         let burst = (rate / 10.0).max(1.0);
-        let tolerance = interval.mul_f64(burst - 1.0);
-        let at = self.tat.checked_sub(tolerance).unwrap_or(now).max(now);
-        self.tat = self.tat.max(now) + interval;
-        at
+        let tolerance = (interval as f64 * (burst - 1.0)) as i64;
+        let since = |t: Instant| {
+            i64::try_from(t.saturating_duration_since(self.epoch).as_micros()).unwrap_or(i64::MAX)
+        };
+        let at = self.schedule.reserve(interval, tolerance, since(now));
+        now + Duration::from_micros(u64::try_from(at - since(now)).unwrap_or(0))
     }
 
     /// The SMSC said slow down.

@@ -615,3 +615,36 @@ fn report(transitions: &[Transition]) {
             .increment(1);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const S: i64 = 1_000_000;
+
+    #[test]
+    fn a_rate_starts_with_its_burst_then_keeps_its_pace() {
+        // 10 a second with a second's burst: ten at once, then one every 100 ms.
+        let mut g = Gcra::default();
+        assert!((0..10).all(|_| take(&mut g, 10.0, 1_000.0, 0)));
+        assert!(!take(&mut g, 10.0, 1_000.0, 0));
+        assert!(!take(&mut g, 10.0, 1_000.0, S / 10 - 1));
+        assert!(take(&mut g, 10.0, 1_000.0, S / 10));
+    }
+
+    #[test]
+    fn a_rate_slower_than_its_burst_still_grants_at_its_pace() {
+        // One every 10 s with a 5 s burst: the burst holds less than one message.
+        let mut g = Gcra::default();
+        assert!(take(&mut g, 0.1, RESEND_BURST_MS, 0));
+        assert!(!take(&mut g, 0.1, RESEND_BURST_MS, 9 * S));
+        assert!(take(&mut g, 0.1, RESEND_BURST_MS, 10 * S));
+    }
+
+    #[test]
+    fn a_rate_of_zero_grants_nothing() {
+        let mut g = Gcra::default();
+        assert!(!take(&mut g, 0.0, RESEND_BURST_MS, 0));
+        assert!(!take(&mut g, 0.0, RESEND_BURST_MS, 1_000 * S));
+    }
+}

@@ -226,6 +226,8 @@ class Creds:
 
 
 _SERVERS: list["TernServer"] = []
+# The databases this run made (scaleout backend), dropped when the run ends.
+_DATABASES: list[str] = []
 _CURRENT_TEST = {"nodeid": None}
 
 
@@ -244,6 +246,7 @@ def _backend_config() -> str:
     pg = os.environ.get("TERN_TEST_POSTGRES_ADMIN", "postgres://postgres@127.0.0.1:5432/postgres")
     subprocess.run(["psql", pg, "-q", "-c", f"CREATE DATABASE tern_{tag}"], check=True,
                    stdout=subprocess.DEVNULL)
+    _DATABASES.append(f"tern_{tag}")
     nats = os.environ.get("TERN_TEST_NATS_URL", "nats://127.0.0.1:4222")
     return (f'\n[node]\nname = "{tag}"\nregion = "{tag}"\n'
             f'[store]\nurl = "postgres://postgres@127.0.0.1:5432/tern_{tag}"\n'
@@ -380,6 +383,14 @@ class TernServer:
         c = creds or self.creds
         assert c is not None
         return make_client(self.base_url, c.account_sid, c.auth_token)
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """Drops the databases the run made, so runs do not pile them up on the server."""
+    pg = os.environ.get("TERN_TEST_POSTGRES_ADMIN", "postgres://postgres@127.0.0.1:5432/postgres")
+    for db in _DATABASES:
+        subprocess.run(["psql", pg, "-q", "-c", f"DROP DATABASE IF EXISTS {db} WITH (FORCE)"],
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
 
 
 def pytest_runtest_setup(item):

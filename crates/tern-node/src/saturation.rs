@@ -94,7 +94,10 @@ impl Saturation {
             return Some(now + HOLD);
         }
         let last = self.last_at.load(Ordering::Acquire);
-        let until = self.epoch + Duration::from_micros(last) + HOLD;
+        let until = self
+            .epoch
+            .checked_add(Duration::from_micros(last))?
+            .checked_add(HOLD)?;
         (last != 0 && until > now).then_some(until)
     }
 

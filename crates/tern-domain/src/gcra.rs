@@ -8,6 +8,14 @@
 //! comparison and an addition. Time is in microseconds and passed in: callers bring their
 //! own clock, and the arithmetic is tested without one.
 
+use std::time::Duration;
+
+/// A schedule's time (µs) for `since`, the time elapsed since the caller's epoch; a time
+/// past `i64::MAX` µs (292,000 years) is held there.
+pub fn micros(since: Duration) -> i64 {
+    i64::try_from(since.as_micros()).unwrap_or(i64::MAX)
+}
+
 /// The theoretical arrival time (µs) of the next message: the schedule a rate keeps.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Gcra {
@@ -31,12 +39,13 @@ impl Gcra {
         self.tat.max(now)
     }
 
-    /// Reserves the next slot whatever the backlog and returns when its message may go:
-    /// `now`, or later by what exceeds the `tolerance`.
-    pub fn reserve(&mut self, interval: i64, tolerance: i64, now: i64) -> i64 {
+    /// Reserves the next slot whatever the backlog and returns how long its message waits
+    /// after `now`: nothing, or what exceeds the `tolerance`.
+    pub fn reserve(&mut self, interval: i64, tolerance: i64, now: i64) -> Duration {
         let slot = self.next_free(now);
         self.tat = slot.saturating_add(interval.max(0));
-        slot.saturating_sub(tolerance.max(0)).max(now)
+        let wait = slot.saturating_sub(tolerance.max(0)).saturating_sub(now);
+        Duration::from_micros(u64::try_from(wait).unwrap_or(0))
     }
 
     /// Takes a slot if its message may go now (within the `tolerance`); otherwise takes
@@ -69,10 +78,11 @@ mod tests {
         let (interval, tolerance) = (100 * MS, 200 * MS);
         let mut g = Gcra::default();
         let now = 10_000 * MS;
-        let at: Vec<i64> = (0..5)
+        let waits: Vec<Duration> = (0..5)
             .map(|_| g.reserve(interval, tolerance, now))
             .collect();
-        assert_eq!(at, [now, now, now, now + 100 * MS, now + 200 * MS]);
+        let ms = Duration::from_millis;
+        assert_eq!(waits, [ms(0), ms(0), ms(0), ms(100), ms(200)]);
         assert_eq!(g.next_free(now), now + 500 * MS);
     }
 

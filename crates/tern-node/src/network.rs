@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use serde::Deserialize;
 use tern_domain::Route;
-use tern_domain::gcra::Gcra;
+use tern_domain::gcra::{self, Gcra};
 use tern_domain::network::{
     Candidate, Health, HealthConfig, Network, PathKey, PathView, Signal, Transition, fnv1a,
 };
@@ -211,7 +211,7 @@ impl Brain {
 
     /// The rates' clock (µs since this brain started).
     fn now_us(&self) -> i64 {
-        i64::try_from(self.origin.elapsed().as_micros()).unwrap_or(i64::MAX)
+        gcra::micros(self.origin.elapsed())
     }
 
     /// The carrier attempt number `attempt` of message `sid` should use on `route`, why,
@@ -291,11 +291,10 @@ impl Brain {
             .entry((route.key().to_owned(), c.clone()))
             .or_default();
         let (interval, tolerance) = cell(mps, MAX_MPS_BURST_MS);
-        let at = rate.reserve(interval, tolerance, now_us);
         Some(Pick {
             carrier: c.clone(),
             reason: format!("{}; every carrier at its max_mps", describe(i)),
-            wait: Duration::from_micros(u64::try_from(at - now_us).unwrap_or(0)),
+            wait: rate.reserve(interval, tolerance, now_us),
         })
     }
 

@@ -17,7 +17,7 @@
 
 use std::time::Duration;
 
-use tern_domain::gcra::Gcra;
+use tern_domain::gcra::{self, Gcra};
 use tokio::time::Instant;
 
 /// Throttles this close after a halving count as the same signal.
@@ -83,11 +83,8 @@ impl RateLimit {
         // Bursts of up to a tenth of a second's worth (at least one message) pass at once.
         let burst = (rate / 10.0).max(1.0);
         let tolerance = (interval as f64 * (burst - 1.0)) as i64;
-        let since = |t: Instant| {
-            i64::try_from(t.saturating_duration_since(self.epoch).as_micros()).unwrap_or(i64::MAX)
-        };
-        let at = self.schedule.reserve(interval, tolerance, since(now));
-        now + Duration::from_micros(u64::try_from(at - since(now)).unwrap_or(0))
+        let since = gcra::micros(now.saturating_duration_since(self.epoch));
+        now + self.schedule.reserve(interval, tolerance, since)
     }
 
     /// The SMSC said slow down.

@@ -228,6 +228,7 @@ class Creds:
 _SERVERS: list["TernServer"] = []
 # The databases this run made (scaleout backend), dropped when the run ends.
 _DATABASES: list[str] = []
+PG_ADMIN = os.environ.get("TERN_TEST_POSTGRES_ADMIN", "postgres://postgres@127.0.0.1:5432/postgres")
 _CURRENT_TEST = {"nodeid": None}
 
 
@@ -243,8 +244,7 @@ def _backend_config() -> str:
     if BACKEND != "scaleout":
         raise RuntimeError(f"TERN_TEST_BACKEND must be embedded or scaleout, not {BACKEND}")
     tag = "py" + uuid.uuid4().hex[:12]
-    pg = os.environ.get("TERN_TEST_POSTGRES_ADMIN", "postgres://postgres@127.0.0.1:5432/postgres")
-    subprocess.run(["psql", pg, "-q", "-c", f"CREATE DATABASE tern_{tag}"], check=True,
+    subprocess.run(["psql", PG_ADMIN, "-q", "-c", f"CREATE DATABASE tern_{tag}"], check=True,
                    stdout=subprocess.DEVNULL)
     _DATABASES.append(f"tern_{tag}")
     nats = os.environ.get("TERN_TEST_NATS_URL", "nats://127.0.0.1:4222")
@@ -387,9 +387,8 @@ class TernServer:
 
 def pytest_sessionfinish(session, exitstatus):
     """Drops the databases the run made, so runs do not pile them up on the server."""
-    pg = os.environ.get("TERN_TEST_POSTGRES_ADMIN", "postgres://postgres@127.0.0.1:5432/postgres")
     for db in _DATABASES:
-        subprocess.run(["psql", pg, "-q", "-c", f"DROP DATABASE IF EXISTS {db} WITH (FORCE)"],
+        subprocess.run(["psql", PG_ADMIN, "-q", "-c", f"DROP DATABASE IF EXISTS {db} WITH (FORCE)"],
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
 
 

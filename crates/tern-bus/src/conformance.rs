@@ -432,16 +432,18 @@ pub async fn close_wakes_waiting_workers(q: Arc<dyn Queue>) {
     q.publish(vec![job(1, JobKind::Route, 0)]);
 }
 
-/// `depth` counts jobs published and not yet taken, per kind.
+/// `depth` counts jobs published and not yet taken, per kind. Each is published once the
+/// one before is counted: jobs published together may count once (see `JetStreamQueue`).
 pub async fn depth_counts_published_untaken_jobs(q: Arc<dyn Queue>) {
     let what = "depth";
     eventually_depth(q.as_ref(), JobKind::Route, 0, what).await;
-    q.publish(vec![
-        job(1, JobKind::Route, 0),
-        job(2, JobKind::Route, 0),
-        job(3, JobKind::Webhook, 0),
-        job(4, JobKind::Route, 0),
-    ]);
+    q.publish(vec![job(1, JobKind::Route, 0)]);
+    eventually_depth(q.as_ref(), JobKind::Route, 1, what).await;
+    q.publish(vec![job(2, JobKind::Route, 0)]);
+    eventually_depth(q.as_ref(), JobKind::Route, 2, what).await;
+    q.publish(vec![job(3, JobKind::Webhook, 0)]);
+    eventually_depth(q.as_ref(), JobKind::Webhook, 1, what).await;
+    q.publish(vec![job(4, JobKind::Route, 0)]);
     eventually_depth(q.as_ref(), JobKind::Route, 3, what).await;
     eventually_depth(q.as_ref(), JobKind::Webhook, 1, what).await;
     take(q.as_ref(), JobKind::Route, what).await;

@@ -170,6 +170,7 @@ pub trait Queue: Send + Sync + 'static {
     /// stay in the store for the next start or another node).
     async fn next(&self, kind: JobKind) -> Option<Job>;
     /// Jobs published but not yet taken by a worker, per kind (for metrics and draining).
+    /// A queue that carries jobs published together as one message may count them once.
     fn depth(&self, kind: JobKind) -> usize;
     /// Stops handing out jobs; waiting `next` calls return `None`.
     fn close(&self);

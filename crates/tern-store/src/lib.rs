@@ -164,7 +164,7 @@ pub trait Store: Send + Sync + 'static {
     async fn redact_message(&self, sid: Sid, at: i64) -> Result<Option<Message>>;
     async fn delete_message(&self, sid: Sid) -> Result<bool>;
     /// Retention: deletes up to `limit` messages in a final status last changed before
-    /// `updated_before`, oldest first, with their events, feedback and route attempts —
+    /// `updated_before`, oldest first, with their feedback and route attempts —
     /// none that still has a job (a callback being retried). Says how many.
     async fn delete_stale_messages(&self, updated_before: i64, limit: u32) -> Result<u64>;
     /// Messages in one of `statuses` last changed before `updated_before`, oldest first.

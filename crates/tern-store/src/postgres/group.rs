@@ -512,7 +512,7 @@ impl<'a> MessageArrays<'a> {
     }
 }
 
-/// Writes messages, their first events and their jobs in one statement (so atomically,
+/// Writes messages and their jobs in one statement (so atomically,
 /// without an explicit transaction): for each, the jobs with their ids (increasing in the
 /// order given), or `None` where it was not written because its recipient opted out.
 ///
@@ -541,10 +541,7 @@ async fn insert_messages<C: GenericClient>(
                 LIMIT 1
             ) stop ON TRUE
             WHERE stop.out IS NULL
-            RETURNING sid, status, created, error_code
-        ), ev AS (
-            INSERT INTO message_events (message_sid, status, at, error_code)
-            SELECT sid, status, created, error_code FROM m
+            RETURNING sid
         ), {}
         SELECT ARRAY(SELECT sid FROM m), {OWNED_JOB_IDS}",
         qualified(MESSAGE_COLS, "n"),

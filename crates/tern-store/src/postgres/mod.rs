@@ -13,9 +13,9 @@
 //!   concurrent writer of the same row.
 //! - **Few statements.** Every write a message's life makes is one statement, atomic
 //!   without an explicit transaction, and a batch's writes of one kind share it: new
-//!   messages (one multi-row insert with their events and jobs); transitions (see
+//!   messages (one multi-row insert with their jobs); transitions (see
 //!   `transition`: one `UPDATE … FROM UNNEST` compare-and-set whose data-modifying CTEs
-//!   write the events, delete the completed jobs, write the new jobs and route attempts of
+//!   delete the completed jobs, write the new jobs and route attempts of
 //!   the transitions that held); `complete_jobs` (`DELETE … WHERE id = $1`, or `= ANY($1)`
 //!   for several); `insert_jobs`; deletes cascade through CTEs.
 //! - **Prepared once, planned once.** Statements are prepared per connection and written so
@@ -99,13 +99,13 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0005_route_attempts.sql"),
     include_str!("migrations/0006_leases.sql"),
     include_str!("migrations/0007_job_owners.sql"),
+    include_str!("migrations/0008_no_message_events.sql"),
 ];
 /// Deletes the messages whose sids `doomed` (a query) yields, with everything kept about
 /// them, in one statement.
 fn delete_messages_in(doomed: &str) -> String {
     format!(
         "WITH doomed AS ({doomed}),
-             events AS (DELETE FROM message_events WHERE message_sid IN (SELECT sid FROM doomed)),
              feedback AS (DELETE FROM message_feedback WHERE message_sid IN (SELECT sid FROM doomed)),
              attempts AS (DELETE FROM route_attempts WHERE message_sid IN (SELECT sid FROM doomed))
          DELETE FROM messages WHERE sid IN (SELECT sid FROM doomed)"

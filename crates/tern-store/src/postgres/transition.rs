@@ -1,6 +1,6 @@
 //! Transitions, many in one statement: each a compare-and-set on its message's status
-//! that, where it holds, also writes the event, deletes the job it completes, writes the
-//! jobs it creates and records its route attempts.
+//! that, where it holds, also deletes the job it completes, writes the jobs it creates and
+//! records its route attempts.
 //!
 //! One statement for a whole batch costs PostgreSQL far less than one per transition
 //! (each statement has its own executor start, snapshot and plan-cache lookup, and each
@@ -20,7 +20,7 @@ use super::{
 use crate::{NewJob, Result, StoreError, Transition};
 
 /// Transitions (`t`, numbered by `ord` from 1) applied where their compare-and-set holds
-/// (`u`), then what follows from each applied one: its event, the deletion of the job it
+/// (`u`), then what follows from each applied one: the deletion of the job it
 /// completes, the jobs it creates (`$12`…`$16`, each job naming the `ord` of its
 /// transition; ids in increasing order in the order given) and its route attempts
 /// (`$17`…). Returns the `ord`s applied and the new jobs' ids in order.
@@ -42,12 +42,9 @@ fn apply_sql() -> String {
                 raw_dlr_done_date = COALESCE(t.done_date, m.raw_dlr_done_date),
                 sent = COALESCE(m.sent, t.sent)
             FROM t WHERE m.sid = t.sid AND m.status = t.expected
-            RETURNING t.ord, t.sid, t.status, t.at, t.error_code, t.done_job
+            RETURNING t.ord, t.done_job
         ), done AS (
             DELETE FROM jobs WHERE id IN (SELECT done_job FROM u)
-        ), ev AS (
-            INSERT INTO message_events (message_sid, status, at, error_code)
-            SELECT sid, status, at, error_code FROM u
         ), {}, new_attempts AS (
             INSERT INTO route_attempts ({ATTEMPT_COLS})
             SELECT a.sid, a.carrier, a.prefix, a.at, a.result, a.carrier_id, a.error_code,

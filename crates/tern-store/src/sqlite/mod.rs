@@ -34,6 +34,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0005_route_attempts.sql"),
     include_str!("migrations/0006_leases.sql"),
     include_str!("migrations/0007_job_owners.sql"),
+    include_str!("migrations/0008_no_message_events.sql"),
 ];
 /// Sticks a sender to a service's recipient unless another is stuck there that is not
 /// `?5` (NULL matches nothing), and returns the one stuck afterwards. The no-op update of
@@ -99,10 +100,9 @@ fn open(path: &Path) -> Result<Connection> {
     Ok(conn)
 }
 
-/// Deletes a message with its events, feedback and route attempts; whether it existed.
+/// Deletes a message with its feedback and route attempts; whether it existed.
 fn delete_message_rows(c: &Connection, sid: &str) -> Result<bool> {
     for sql in [
-        "DELETE FROM message_events WHERE message_sid = ?1",
         "DELETE FROM message_feedback WHERE message_sid = ?1",
         "DELETE FROM route_attempts WHERE message_sid = ?1",
     ] {
@@ -315,21 +315,9 @@ fn in_savepoint<T>(conn: &Connection, f: impl FnOnce(&Connection) -> Result<T>) 
     }
 }
 
-/// A new message, its first event and its jobs.
+/// A new message and its jobs.
 fn write_message(c: &Connection, m: &Message, jobs: Vec<NewJob>) -> Result<Vec<Job>> {
     insert_message_row(c, m)?;
-    c.prepare_cached(
-        "INSERT INTO message_events (message_sid, status, at, error_code) VALUES (?1, ?2, ?3, ?4)",
-    )
-    .and_then(|mut s| {
-        s.execute(params![
-            m.sid.as_str(),
-            m.status.as_str(),
-            m.created,
-            m.error_code
-        ])
-    })
-    .map_err(map_sql)?;
     insert_jobs(c, jobs)
 }
 
@@ -420,11 +408,6 @@ fn apply_transition(conn: &Connection, t: Transition) -> Result<Vec<Job>> {
         let current = MessageStatus::parse(&current).ok_or(StoreError::Corrupt(current))?;
         return Err(StoreError::StaleStatus(current));
     }
-    conn.prepare_cached(
-        "INSERT INTO message_events (message_sid, status, at, error_code) VALUES (?1, ?2, ?3, ?4)",
-    )
-    .and_then(|mut s| s.execute(params![t.sid.as_str(), t.to.as_str(), t.at, t.error_code]))
-    .map_err(map_sql)?;
     if let Some(id) = t.done_job {
         delete_job(conn, id)?;
     }

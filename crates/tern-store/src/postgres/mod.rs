@@ -69,6 +69,7 @@
 
 mod cache;
 mod group;
+mod reads;
 mod rows;
 mod transition;
 
@@ -124,6 +125,8 @@ pub struct PostgresStore {
     pool: Pool,
     /// The message pipeline's writes, committed in groups.
     group: group::GroupCommit,
+    /// Reads of one message by sid or carrier id, coalesced.
+    reads: reads::Reads,
     accounts: cache::ReadCache<Account>,
     numbers: cache::ReadCache<PhoneNumber>,
 }
@@ -133,6 +136,7 @@ impl std::fmt::Debug for PostgresStore {
         f.debug_struct("PostgresStore")
             .field("pool", &self.pool.status())
             .field("largest_commit_batch", &self.group.largest_batch())
+            .field("largest_read_batch", &self.reads.largest_batch())
             .finish()
     }
 }
@@ -228,6 +232,7 @@ impl PostgresStore {
             .map_err(|e| StoreError::Unavailable(describe(&e)))?;
         let store = PostgresStore {
             group: group::GroupCommit::start(pool.clone()),
+            reads: reads::Reads::start(pool.clone()),
             pool,
             accounts: cache::ReadCache::new(),
             numbers: cache::ReadCache::new(),
@@ -1063,44 +1068,11 @@ impl Store for PostgresStore {
     }
 
     async fn message(&self, sid: Sid) -> Result<Option<Message>> {
-        let c = self.client().await?;
-        query_opt(
-            &c,
-            &format!("SELECT {MESSAGE_COLS} FROM messages WHERE sid = $1"),
-            &[&sid.as_str()],
-            message_row,
-        )
-        .await
+        self.reads.message(sid).await
     }
 
     async fn message_by_carrier_id(&self, carrier: &str, id: &str) -> Result<Option<Message>> {
-        let c = self.client().await?;
-        let current = query_opt(
-            &c,
-            &format!(
-                "SELECT {MESSAGE_COLS} FROM messages
-                 WHERE carrier = $1 AND carrier_message_id = $2
-                 ORDER BY created DESC, sid DESC LIMIT 1"
-            ),
-            &[&carrier, &id],
-            message_row,
-        )
-        .await?;
-        if current.is_some() {
-            return Ok(current);
-        }
-        query_opt(
-            &c,
-            &format!(
-                "SELECT {MESSAGE_COLS} FROM messages WHERE sid = (
-                     SELECT message_sid FROM route_attempts
-                     WHERE carrier = $1 AND carrier_message_id = $2 AND result = 'accepted'
-                     ORDER BY id DESC LIMIT 1)"
-            ),
-            &[&carrier, &id],
-            message_row,
-        )
-        .await
+        self.reads.by_carrier_id(carrier, id).await
     }
 
     async fn resend_message(

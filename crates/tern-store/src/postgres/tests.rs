@@ -366,6 +366,86 @@ async fn one_statement_writes_are_atomic_and_keep_the_job_order() {
     .await;
 }
 
+/// Lookups of single messages made at once are answered together, each with its own
+/// message: by sid (found or not) and by carrier id (the current one, the one a message
+/// was resent from, an unknown one).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_message_reads_are_answered_together() {
+    use crate::AttemptResult;
+    use crate::conformance::attempt;
+    in_schema(|schema| async move {
+        let store = schema.store(2).await;
+        let a = account(&store).await;
+        let mut sids = Vec::new();
+        for i in 0..40 {
+            let m = crate::conformance::message(a, 10 + i, "+14155552671");
+            store.insert_message(m.clone(), Vec::new()).await.unwrap();
+            let mut t = Transition::new(m.sid, MessageStatus::Queued, MessageStatus::Sent, 20);
+            t.carrier = Some(("sim".into(), format!("c{i}")));
+            t.attempts = vec![attempt(
+                m.sid,
+                "sim",
+                20,
+                AttemptResult::Accepted,
+                Some(&format!("c{i}")),
+            )];
+            store.transition(t).await.unwrap();
+            sids.push(m.sid);
+        }
+        // The first message was resent: c0 now names it through its attempt only.
+        let resent = store
+            .resend_message(
+                sids[0],
+                ("sim".into(), "c0".into()),
+                ("sim".into(), "r0".into()),
+                21,
+                vec![attempt(
+                    sids[0],
+                    "sim",
+                    21,
+                    AttemptResult::Accepted,
+                    Some("r0"),
+                )],
+            )
+            .await
+            .unwrap();
+        assert!(resent);
+        let missing: Vec<Sid> = (0..5).map(|_| Sid::generate(SidPrefix::Message)).collect();
+
+        let by_sid = futures_util::future::join_all(
+            sids.iter().chain(&missing).map(|sid| store.message(*sid)),
+        );
+        let mut carrier_ids: Vec<String> = (1..40).map(|i| format!("c{i}")).collect();
+        carrier_ids.extend(["c0".to_owned(), "r0".to_owned(), "nope".to_owned()]);
+        let by_carrier = futures_util::future::join_all(
+            carrier_ids
+                .iter()
+                .map(|id| store.message_by_carrier_id("sim", id)),
+        );
+        let (by_sid, by_carrier) = tokio::join!(by_sid, by_carrier);
+
+        let found: Vec<Option<Sid>> = by_sid
+            .into_iter()
+            .map(|r| r.unwrap().map(|m| m.sid))
+            .collect();
+        let want: Vec<Option<Sid>> = sids
+            .iter()
+            .map(|s| Some(*s))
+            .chain(missing.iter().map(|_| None))
+            .collect();
+        assert_eq!(found, want);
+        let found: Vec<Option<Sid>> = by_carrier
+            .into_iter()
+            .map(|r| r.unwrap().map(|m| m.sid))
+            .collect();
+        let mut want: Vec<Option<Sid>> = sids[1..].iter().map(|s| Some(*s)).collect();
+        want.extend([Some(sids[0]), Some(sids[0]), None]);
+        assert_eq!(found, want);
+        assert!(store.reads.largest_batch() > 1, "no read was coalesced");
+    })
+    .await;
+}
+
 /// PostgreSQL plans a prepared statement afresh at every execution when its generic plan
 /// looks costlier than the custom ones (an `= ANY($1)` or a `generate_series` over a
 /// parameter does that); on the hot path that planning is most of a simple statement's

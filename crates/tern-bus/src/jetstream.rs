@@ -990,14 +990,16 @@ async fn run_publisher(
                         .await;
                     let (context, dropped) = (context.clone(), dropped.clone());
                     acks.spawn(async move {
-                        let error = match sent {
+                        match sent {
                             Ok(ack) => match ack.await {
                                 Ok(_) => return,
-                                Err(e) => format!("not acknowledged: {e}"),
+                                Err(e) => tracing::warn!(jobs = ?ids, error = %e,
+                                    "publish not acknowledged; retrying"),
                             },
-                            Err(e) => e.to_string(),
-                        };
-                        tracing::warn!(jobs = ?ids, %error, "publish failed; retrying");
+                            Err(e) => {
+                                tracing::warn!(jobs = ?ids, error = %e, "publish failed; retrying")
+                            }
+                        }
                         if !retry_publish(&context, &ids, subject, headers, body).await {
                             record_dropped(&dropped, ids);
                         }

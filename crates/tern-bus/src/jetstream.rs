@@ -12,11 +12,11 @@
 //!   share a message, up to [`JOBS_PER_MESSAGE`] (a JSON array; a job due later travels
 //!   alone). Under load this divides what the server and both clients spend per job —
 //!   storing, acknowledging, delivering, deleting a message — by the batch; when idle a
-//!   message carries the one job there is. A failed publish is retried with backoff: while the client is
-//!   disconnected the job waits for the connection without counting attempts; once
-//!   [`PUBLISH_ATTEMPTS`] attempts made while connected have failed it is given up, and its
-//!   id handed back by [`Queue::take_dropped`] (the store still holds the job, and the
-//!   engine publishes it again once the queue is healthy).
+//!   message carries the one job there is. A failed publish is retried with backoff: while
+//!   the client is disconnected the message waits for the connection without counting
+//!   attempts; once [`PUBLISH_ATTEMPTS`] attempts made while connected have failed it is
+//!   given up, and its jobs' ids handed back by [`Queue::take_dropped`] (the store still
+//!   holds the jobs, and the engine publishes them again once the queue is healthy).
 //! * Every publish carries a `Nats-Msg-Id` of its own, repeated by its retries, so that
 //!   JetStream stores a job once however many attempts reach it (a publish made while
 //!   disconnected is buffered by the client and may arrive after its retries).
@@ -80,10 +80,11 @@ pub const DEPTH_REFRESH: Duration = Duration::from_millis(500);
 /// Messages asked for by one pull request: what a node may hold per kind, delivered but not
 /// yet handed out, is at most one and a half of these (and the jobs of one message).
 pub const PULL_BATCH: usize = 64;
-/// Ready jobs of one kind at most in one message. Per message, nats-server and the node
-/// spent ~65 µs of CPU on a route job (store, acknowledgement, delivery, ack, deletion);
-/// batches bring that down to a few µs a job under load. Small enough that a pull of
-/// [`PULL_BATCH`] messages (≤ 1,024 jobs) does not keep work from the region's other nodes.
+/// Ready jobs of one kind at most in one message. With a message per job, nats-server
+/// spent 45–61 µs of CPU per message a node accepted (store, acknowledgement, delivery,
+/// ack, deletion); with ~10 jobs a message under load, 21–27 µs (session 13,
+/// `scripts/bench-pipeline-cpu`). Small enough that a pull of [`PULL_BATCH`] messages
+/// (≤ 1,024 jobs) does not keep work from the region's other nodes.
 pub const JOBS_PER_MESSAGE: usize = 16;
 
 /// How long a delivered, unacknowledged message stays with its node before redelivery.
@@ -516,24 +517,37 @@ impl JetStreamQueue {
                 return None;
             }
         }
-        let jobs = match serde_json::from_slice::<WireJobs>(&msg.payload) {
-            Ok(WireJobs::Many(wire)) => wire.into_iter().map(WireJob::into_job).collect(),
-            Ok(WireJobs::One(wire)) => wire.into_job().map(|j| vec![j]),
-            Err(e) => Err(e.to_string()),
-        };
-        let jobs = match jobs {
-            Ok(jobs) if !jobs.is_empty() => jobs,
-            bad => {
-                let e = bad.err().unwrap_or_else(|| "no job in it".to_owned());
+        // A job that cannot be read is dropped alone (it stays in the store); a message
+        // with none that can is terminated.
+        let wire = match serde_json::from_slice::<WireJobs>(&msg.payload) {
+            Ok(WireJobs::Many(wire)) => wire,
+            Ok(WireJobs::One(wire)) => vec![wire],
+            Err(e) => {
                 tracing::error!(kind = kind.as_str(), subject = %msg.subject, error = %e,
-                    "dropping an unreadable job message");
-                metrics::counter!("tern_bus_bad_messages_total").increment(1);
-                if let Err(e) = msg.ack_with(AckKind::Term).await {
-                    tracing::warn!(error = %e, "cannot terminate an unreadable job message");
-                }
-                return None;
+                    "unreadable job message");
+                Vec::new()
             }
         };
+        let read = wire.len();
+        let jobs: Vec<Job> = wire
+            .into_iter()
+            .filter_map(|w| {
+                w.into_job()
+                    .inspect_err(|e| {
+                        tracing::error!(kind = kind.as_str(), error = %e, "unreadable job dropped");
+                    })
+                    .ok()
+            })
+            .collect();
+        if jobs.is_empty() || jobs.len() < read {
+            metrics::counter!("tern_bus_bad_messages_total").increment(1);
+        }
+        if jobs.is_empty() {
+            if let Err(e) = msg.ack_with(AckKind::Term).await {
+                tracing::warn!(error = %e, "cannot terminate an unreadable job message");
+            }
+            return None;
+        }
         for job in jobs.iter().filter(|j| j.kind != kind) {
             tracing::warn!(
                 job = job.id,

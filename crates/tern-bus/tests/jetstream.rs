@@ -183,6 +183,53 @@ async fn jetstream_sends_jobs_published_together_in_few_messages() {
     }
 }
 
+/// A message that cannot be read is dropped, and a job that cannot be read is dropped
+/// alone: the readable jobs of its message are still handed out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jetstream_drops_what_it_cannot_read_and_keeps_the_rest() {
+    let ns = namespace();
+    let q = connect("eu", &ns).await;
+    let outcome = tokio::spawn({
+        let q = q.clone();
+        async move {
+            let js = async_nats::jetstream::new(async_nats::connect(nats_url()).await.unwrap());
+            let subject = q.subject(JobKind::Route);
+            let good = |id: i64| {
+                format!(
+                    r#"{{"id":{id},"kind":"route","subject":"SM{:032x}","run_at":0,"attempts":0,"payload":""}}"#,
+                    id
+                )
+            };
+            let unknown_kind =
+                good(2).replace(r#""kind":"route""#, r#""kind":"carrier-pigeon""#);
+            for body in [
+                "not json".to_owned(),
+                "[]".to_owned(),
+                format!("[{},{unknown_kind},{}]", good(1), good(3)),
+                good(4),
+            ] {
+                js.publish(subject.clone(), body.into()).await.unwrap().await.unwrap();
+            }
+            let mut ids = Vec::new();
+            for _ in 0..3 {
+                ids.push(take(q.as_ref(), JobKind::Route, "readable").await.id);
+            }
+            assert_eq!(ids, [1, 3, 4]);
+            let again = tokio::time::timeout(Duration::from_millis(300), q.next(JobKind::Route)).await;
+            assert!(again.is_err(), "handed out {again:?}");
+            conformance::eventually_depth(q.as_ref(), JobKind::Route, 0, "all settled").await;
+        }
+    })
+    .await;
+    q.close();
+    if let Err(e) = q.delete_stream().await {
+        eprintln!("cleanup: {e}");
+    }
+    if let Err(e) = outcome {
+        std::panic::resume_unwind(e.into_panic());
+    }
+}
+
 /// A node pulls jobs ahead of its workers; what it holds but has not handed out goes back
 /// when it closes, so another node of the region gets those jobs at once instead of after
 /// the ack wait (30 s).

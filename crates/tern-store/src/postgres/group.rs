@@ -19,15 +19,13 @@
 //! shared memory, and past that every snapshot in the database has to look up
 //! `pg_subtrans`, slowing all sessions.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
-
 use deadpool_postgres::{GenericClient, Pool};
 use futures_util::future::join_all;
 use tern_bus::Job;
-use tokio::sync::{Mutex, mpsc, oneshot};
+use tokio::sync::oneshot;
 use tokio_postgres::types::ToSql;
 
+use super::batches::{Batches, Workers};
 use super::rows::{
     MESSAGE_COLS, STATEMENT_TIMEOUT, deadline, exec, qualified, query_all, query_opt, timed_out,
 };
@@ -122,26 +120,29 @@ impl Op {
 
 /// The queue in front of the writer tasks. The tasks end when it is dropped.
 pub(super) struct GroupCommit {
-    tx: mpsc::Sender<Op>,
-    /// The most writes one batch has held.
-    largest: Arc<AtomicUsize>,
+    writers: Batches<Op>,
 }
 
 impl GroupCommit {
     /// Starts the writer tasks on the current Tokio runtime.
     pub(super) fn start(pool: Pool) -> GroupCommit {
-        let (tx, rx) = mpsc::channel(QUEUE);
-        let rx = Arc::new(Mutex::new(rx));
-        let largest = Arc::new(AtomicUsize::new(0));
-        for _ in 0..WRITERS {
-            tokio::spawn(run_writer(pool.clone(), rx.clone(), largest.clone()));
-        }
-        GroupCommit { tx, largest }
+        let workers = Workers {
+            tasks: WRITERS,
+            max_batch: MAX_BATCH,
+            queue: QUEUE,
+            metric: "tern_store_commit_batch_size",
+            name: "writers",
+        };
+        let writers = Batches::start(workers, move |ops| {
+            let pool = pool.clone();
+            async move { run_batch(&pool, ops).await }
+        });
+        GroupCommit { writers }
     }
 
     /// The most writes one batch has held so far.
     pub(super) fn largest_batch(&self) -> usize {
-        self.largest.load(Ordering::Relaxed)
+        self.writers.largest_batch()
     }
 
     /// Writes `message` and its jobs; `None` (nothing written) if `unless_opted_out` and
@@ -189,26 +190,7 @@ impl GroupCommit {
     }
 
     async fn submit<T>(&self, op: Op, rx: oneshot::Receiver<Result<T>>) -> Result<T> {
-        let gone = || StoreError::Unavailable("the store's writers have stopped".into());
-        self.tx.send(op).await.map_err(|_| gone())?;
-        rx.await.map_err(|_| gone())?
-    }
-}
-
-async fn run_writer(pool: Pool, rx: Arc<Mutex<mpsc::Receiver<Op>>>, largest: Arc<AtomicUsize>) {
-    let mut batch = Vec::with_capacity(MAX_BATCH);
-    loop {
-        {
-            // One writer gathers at a time; it lets go as soon as it has a batch, so the
-            // next batch gathers while this one is written.
-            let mut rx = rx.lock().await;
-            if rx.recv_many(&mut batch, MAX_BATCH).await == 0 {
-                return;
-            }
-        }
-        metrics::histogram!("tern_store_commit_batch_size").record(batch.len() as f64);
-        largest.fetch_max(batch.len(), Ordering::Relaxed);
-        run_batch(&pool, std::mem::take(&mut batch)).await;
+        self.writers.ask(op, rx).await
     }
 }
 

@@ -67,6 +67,7 @@
 //!   locales, and a plain `STRING` already compares bytewise); partial indexes, `ON
 //!   CONFLICT`, `UPDATE … RETURNING` and data-modifying CTEs are supported.
 
+mod batches;
 mod cache;
 mod group;
 mod reads;

@@ -11,14 +11,12 @@
 //! carrier id not found among the messages (the message was resent since) is looked for
 //! among the route attempts, alone: that is rare.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
-
 use deadpool_postgres::{GenericClient, Pool};
 use futures_util::future::join_all;
 use tern_types::Sid;
-use tokio::sync::{Mutex, mpsc, oneshot};
+use tokio::sync::oneshot;
 
+use super::batches::{Batches, Workers};
 use super::rows::{MESSAGE_COLS, message_row, qualified, query_all, query_opt};
 use super::{corrupt, map_pool, probed_by_key};
 use crate::{Message, Result, StoreError};
@@ -44,26 +42,29 @@ struct Lookup {
 
 /// The queue in front of the reader tasks. The tasks end when it is dropped.
 pub(super) struct Reads {
-    tx: mpsc::Sender<Lookup>,
-    /// The most lookups one statement has answered.
-    largest: Arc<AtomicUsize>,
+    readers: Batches<Lookup>,
 }
 
 impl Reads {
     /// Starts the reader tasks on the current Tokio runtime.
     pub(super) fn start(pool: Pool) -> Reads {
-        let (tx, rx) = mpsc::channel(QUEUE);
-        let rx = Arc::new(Mutex::new(rx));
-        let largest = Arc::new(AtomicUsize::new(0));
-        for _ in 0..READERS {
-            tokio::spawn(run_reader(pool.clone(), rx.clone(), largest.clone()));
-        }
-        Reads { tx, largest }
+        let workers = Workers {
+            tasks: READERS,
+            max_batch: MAX_BATCH,
+            queue: QUEUE,
+            metric: "tern_store_read_batch_size",
+            name: "readers",
+        };
+        let readers = Batches::start(workers, move |lookups| {
+            let pool = pool.clone();
+            async move { answer(&pool, lookups).await }
+        });
+        Reads { readers }
     }
 
     /// The most lookups one batch has held so far.
     pub(super) fn largest_batch(&self) -> usize {
-        self.largest.load(Ordering::Relaxed)
+        self.readers.largest_batch()
     }
 
     pub(super) async fn message(&self, sid: Sid) -> Result<Option<Message>> {
@@ -78,28 +79,8 @@ impl Reads {
     }
 
     async fn ask(&self, key: Key) -> Result<Option<Message>> {
-        let gone = || StoreError::Unavailable("the store's readers have stopped".into());
         let (answer, rx) = oneshot::channel();
-        self.tx
-            .send(Lookup { key, answer })
-            .await
-            .map_err(|_| gone())?;
-        rx.await.map_err(|_| gone())?
-    }
-}
-
-async fn run_reader(pool: Pool, rx: Arc<Mutex<mpsc::Receiver<Lookup>>>, largest: Arc<AtomicUsize>) {
-    let mut batch = Vec::with_capacity(MAX_BATCH);
-    loop {
-        {
-            let mut rx = rx.lock().await;
-            if rx.recv_many(&mut batch, MAX_BATCH).await == 0 {
-                return;
-            }
-        }
-        metrics::histogram!("tern_store_read_batch_size").record(batch.len() as f64);
-        largest.fetch_max(batch.len(), Ordering::Relaxed);
-        answer(&pool, std::mem::take(&mut batch)).await;
+        self.readers.ask(Lookup { key, answer }, rx).await
     }
 }
 

@@ -276,19 +276,8 @@ impl Queue for InProcessQueue {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::conformance::job;
     use std::sync::Arc;
-    use tern_types::{Sid, SidPrefix};
-
-    fn job(id: i64, kind: JobKind, run_at: i64) -> Job {
-        Job {
-            id,
-            kind,
-            subject: Sid::generate(SidPrefix::Message),
-            run_at,
-            attempts: 0,
-            payload: String::new(),
-        }
-    }
 
     #[tokio::test]
     async fn ready_jobs_come_out_in_order_per_kind() {

@@ -1173,17 +1173,7 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
-
-    fn job(id: i64, kind: JobKind, run_at: i64) -> Job {
-        Job {
-            id,
-            kind,
-            subject: Sid::generate(tern_types::SidPrefix::Message),
-            run_at,
-            attempts: 0,
-            payload: String::new(),
-        }
-    }
+    use crate::conformance::job;
 
     proptest! {
         /// Every job goes out once; a message holds ready jobs of one kind (at most

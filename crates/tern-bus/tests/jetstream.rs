@@ -54,6 +54,30 @@ impl Cleanup {
     }
 }
 
+/// Runs `check` against a queue of region `eu` in a namespace of its own, then deletes the
+/// queue's stream, also when `check` panics.
+async fn on_a_new_stream<F, Fut>(check: F)
+where
+    F: FnOnce(Arc<JetStreamQueue>) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let q = connect("eu", &namespace()).await;
+    let outcome = tokio::spawn(check(q.clone())).await;
+    q.close();
+    if let Err(e) = q.delete_stream().await {
+        eprintln!("cleanup: {e}");
+    }
+    if let Err(e) = outcome {
+        std::panic::resume_unwind(e.into_panic());
+    }
+}
+
+/// Asserts that `q` hands out no job of `kind` within `wait`.
+async fn nothing_within(q: &dyn Queue, kind: JobKind, wait: Duration, what: &str) {
+    let got = tokio::time::timeout(wait, q.next(kind)).await;
+    assert!(got.is_err(), "{what}: got {got:?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn jetstream_conformance() {
     let created = Arc::new(Mutex::new(Vec::new()));
@@ -111,12 +135,8 @@ async fn jetstream_jobs_outlive_a_connection_and_regions_are_separate() {
 
             // Nothing leaked into the other region.
             assert_eq!(other_region.depth(JobKind::Route), 0);
-            let got = tokio::time::timeout(
-                Duration::from_millis(300),
-                other_region.next(JobKind::Route),
-            )
-            .await;
-            assert!(got.is_err(), "other region got {got:?}");
+            let wait = Duration::from_millis(300);
+            nothing_within(other_region.as_ref(), JobKind::Route, wait, "other region").await;
             second.close();
         }
     })
@@ -149,85 +169,59 @@ async fn jetstream_rejects_bad_names() {
 /// `JOBS_PER_MESSAGE`), each is handed out once, in order.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn jetstream_sends_jobs_published_together_in_few_messages() {
-    let ns = namespace();
-    let q = connect("eu", &ns).await;
-    let outcome = tokio::spawn({
-        let q = q.clone();
-        async move {
-            let mut jobs: Vec<_> = (1..=40).map(|id| job(id, JobKind::Route, 0)).collect();
-            jobs.insert(7, job(100, JobKind::Webhook, 0));
-            q.publish(jobs);
-            q.flush().await.unwrap();
-            // 16 + 16 + 8 route jobs, one webhook.
-            conformance::eventually_depth(q.as_ref(), JobKind::Route, 3, "batched").await;
-            conformance::eventually_depth(q.as_ref(), JobKind::Webhook, 1, "batched").await;
-            let mut ids = Vec::new();
-            for _ in 1..=40 {
-                ids.push(take(q.as_ref(), JobKind::Route, "batched").await.id);
-            }
-            assert_eq!(ids, (1..=40).collect::<Vec<_>>());
-            assert_eq!(take(q.as_ref(), JobKind::Webhook, "batched").await.id, 100);
-            let again =
-                tokio::time::timeout(Duration::from_millis(300), q.next(JobKind::Route)).await;
-            assert!(again.is_err(), "handed out twice: {again:?}");
-            conformance::eventually_depth(q.as_ref(), JobKind::Route, 0, "taken").await;
+    on_a_new_stream(|q| async move {
+        let mut jobs: Vec<_> = (1..=40).map(|id| job(id, JobKind::Route, 0)).collect();
+        jobs.insert(7, job(100, JobKind::Webhook, 0));
+        q.publish(jobs);
+        q.flush().await.unwrap();
+        // 16 + 16 + 8 route jobs, one webhook.
+        conformance::eventually_depth(q.as_ref(), JobKind::Route, 3, "batched").await;
+        conformance::eventually_depth(q.as_ref(), JobKind::Webhook, 1, "batched").await;
+        let mut ids = Vec::new();
+        for _ in 1..=40 {
+            ids.push(take(q.as_ref(), JobKind::Route, "batched").await.id);
         }
+        assert_eq!(ids, (1..=40).collect::<Vec<_>>());
+        assert_eq!(take(q.as_ref(), JobKind::Webhook, "batched").await.id, 100);
+        let wait = Duration::from_millis(300);
+        nothing_within(q.as_ref(), JobKind::Route, wait, "handed out twice").await;
+        conformance::eventually_depth(q.as_ref(), JobKind::Route, 0, "taken").await;
     })
     .await;
-    q.close();
-    if let Err(e) = q.delete_stream().await {
-        eprintln!("cleanup: {e}");
-    }
-    if let Err(e) = outcome {
-        std::panic::resume_unwind(e.into_panic());
-    }
 }
 
 /// A message that cannot be read is dropped, and a job that cannot be read is dropped
 /// alone: the readable jobs of its message are still handed out.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn jetstream_drops_what_it_cannot_read_and_keeps_the_rest() {
-    let ns = namespace();
-    let q = connect("eu", &ns).await;
-    let outcome = tokio::spawn({
-        let q = q.clone();
-        async move {
-            let js = async_nats::jetstream::new(async_nats::connect(nats_url()).await.unwrap());
-            let subject = q.subject(JobKind::Route);
-            let good = |id: i64| {
-                format!(
-                    r#"{{"id":{id},"kind":"route","subject":"SM{:032x}","run_at":0,"attempts":0,"payload":""}}"#,
-                    id
-                )
-            };
-            let unknown_kind =
-                good(2).replace(r#""kind":"route""#, r#""kind":"carrier-pigeon""#);
-            for body in [
-                "not json".to_owned(),
-                "[]".to_owned(),
-                format!("[{},{unknown_kind},{}]", good(1), good(3)),
-                good(4),
-            ] {
-                js.publish(subject.clone(), body.into()).await.unwrap().await.unwrap();
-            }
-            let mut ids = Vec::new();
-            for _ in 0..3 {
-                ids.push(take(q.as_ref(), JobKind::Route, "readable").await.id);
-            }
-            assert_eq!(ids, [1, 3, 4]);
-            let again = tokio::time::timeout(Duration::from_millis(300), q.next(JobKind::Route)).await;
-            assert!(again.is_err(), "handed out {again:?}");
-            conformance::eventually_depth(q.as_ref(), JobKind::Route, 0, "all settled").await;
+    on_a_new_stream(|q| async move {
+        let js = async_nats::jetstream::new(async_nats::connect(nats_url()).await.unwrap());
+        let subject = q.subject(JobKind::Route);
+        let good = |id: i64| {
+            format!(
+                r#"{{"id":{id},"kind":"route","subject":"SM{:032x}","run_at":0,"attempts":0,"payload":""}}"#,
+                id
+            )
+        };
+        let unknown_kind = good(2).replace(r#""kind":"route""#, r#""kind":"carrier-pigeon""#);
+        for body in [
+            "not json".to_owned(),
+            "[]".to_owned(),
+            format!("[{},{unknown_kind},{}]", good(1), good(3)),
+            good(4),
+        ] {
+            js.publish(subject.clone(), body.into()).await.unwrap().await.unwrap();
         }
+        let mut ids = Vec::new();
+        for _ in 0..3 {
+            ids.push(take(q.as_ref(), JobKind::Route, "readable").await.id);
+        }
+        assert_eq!(ids, [1, 3, 4]);
+        let wait = Duration::from_millis(300);
+        nothing_within(q.as_ref(), JobKind::Route, wait, "unreadable handed out").await;
+        conformance::eventually_depth(q.as_ref(), JobKind::Route, 0, "all settled").await;
     })
     .await;
-    q.close();
-    if let Err(e) = q.delete_stream().await {
-        eprintln!("cleanup: {e}");
-    }
-    if let Err(e) = outcome {
-        std::panic::resume_unwind(e.into_panic());
-    }
 }
 
 /// A node pulls jobs ahead of its workers; what it holds but has not handed out goes back
@@ -246,9 +240,8 @@ async fn jetstream_close_releases_jobs_pulled_ahead() {
             first.flush().await.unwrap();
             assert_eq!(take(first.as_ref(), JobKind::Route, "first").await.id, 1);
             // The rest went to the first node ahead of its workers: none for the second.
-            let got =
-                tokio::time::timeout(Duration::from_millis(300), second.next(JobKind::Route)).await;
-            assert!(got.is_err(), "the second node got {got:?}");
+            let wait = Duration::from_millis(300);
+            nothing_within(second.as_ref(), JobKind::Route, wait, "the second node").await;
             // Jobs 2-16 are held by the first node (their message went with job 1); the
             // message of 17-20 is delivered to it but not acknowledged.
             conformance::eventually_depth(second.as_ref(), JobKind::Route, 1, "pulled ahead").await;
@@ -401,8 +394,7 @@ async fn jetstream_rides_out_an_outage_and_stores_each_job_once() {
     conformance::eventually_depth(q.as_ref(), JobKind::Route, 0, "after").await;
     conformance::eventually_depth(q.as_ref(), JobKind::Webhook, 0, "after").await;
     for kind in [JobKind::Route, JobKind::Webhook] {
-        let again = tokio::time::timeout(Duration::from_millis(500), q.next(kind)).await;
-        assert!(again.is_err(), "stored twice: {again:?}");
+        nothing_within(q.as_ref(), kind, Duration::from_millis(500), "stored twice").await;
     }
     assert!(q.take_dropped().is_empty());
     q.close();

@@ -17,7 +17,7 @@ use tern_types::Sid;
 use tokio::sync::oneshot;
 
 use super::batches::{Batches, Workers};
-use super::rows::{MESSAGE_COLS, message_row, qualified, query_all, query_opt};
+use super::rows::{MESSAGE_COLS, Params, message_row, qualified, query_all, query_opt};
 use super::{corrupt, map_pool, probed_by_key};
 use crate::{Message, Result, StoreError};
 
@@ -156,8 +156,7 @@ async fn by_sids<C: GenericClient>(c: &C, sids: Vec<Sid>) -> Result<Vec<Option<M
         qualified(MESSAGE_COLS, "m"),
         probed_by_key("k.ord", "$1::text[]")
     );
-    let rows = query_all(c, &sql, &[&keys], |r| Ok((ord(r)?, message_row(r)?))).await?;
-    Ok(in_order(sids.len(), rows))
+    by_position(c, &sql, &[&keys], sids.len()).await
 }
 
 /// The messages these carrier ids name (see [`Reads::by_carrier_id`]), in their order.
@@ -190,11 +189,7 @@ async fn by_carrier_ids<C: GenericClient>(
             qualified(MESSAGE_COLS, "m"),
             probed_by_key("k.ord", "$1::text[]")
         );
-        let rows = query_all(c, &sql, &[&carriers, &ids], |r| {
-            Ok((ord(r)?, message_row(r)?))
-        })
-        .await?;
-        in_order(keys.len(), rows)
+        by_position(c, &sql, &[&carriers, &ids], keys.len()).await?
     };
     // Not among the messages: resent since, found by the attempt it was resent from.
     let resent = keys
@@ -220,20 +215,28 @@ async fn by_carrier_ids<C: GenericClient>(
     Ok(found)
 }
 
-/// The key's position (from 1), after the message's columns.
-fn ord(r: &tokio_postgres::Row) -> Result<usize> {
-    let ord: i64 = r.try_get(21).map_err(corrupt)?;
-    usize::try_from(ord).map_err(|_| StoreError::Corrupt(format!("key position {ord}")))
-}
-
-/// `rows` (each with its key's position from 1) laid out by position, `None` for keys
-/// without a row.
-fn in_order(n: usize, rows: Vec<(usize, Message)>) -> Vec<Option<Message>> {
+/// The messages `sql` returns for `n` keys, each row the message's columns and then its
+/// key's position (from 1), laid out by position: `None` for keys without a row.
+async fn by_position<C: GenericClient>(
+    c: &C,
+    sql: &str,
+    params: Params<'_>,
+    n: usize,
+) -> Result<Vec<Option<Message>>> {
+    let position = MESSAGE_COLS.split(", ").count();
+    let rows = query_all(c, sql, params, |r| {
+        let ord: i64 = r.try_get(position).map_err(corrupt)?;
+        Ok((ord, message_row(r)?))
+    })
+    .await?;
     let mut out: Vec<Option<Message>> = vec![None; n];
     for (ord, m) in rows {
-        if let Some(slot) = ord.checked_sub(1).and_then(|i| out.get_mut(i)) {
-            *slot = Some(m);
-        }
+        let slot = usize::try_from(ord)
+            .ok()
+            .and_then(|o| o.checked_sub(1))
+            .and_then(|i| out.get_mut(i))
+            .ok_or_else(|| StoreError::Corrupt(format!("key position {ord} of {n}")))?;
+        *slot = Some(m);
     }
-    out
+    Ok(out)
 }

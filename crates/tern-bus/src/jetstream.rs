@@ -987,12 +987,13 @@ async fn run_publisher(
                         Err(_) => break,
                     }
                 }
-                for batch in batches(jobs, now_ms()) {
+                let now = now_ms();
+                for batch in batches(jobs, now) {
                     metrics::histogram!("tern_bus_jobs_per_message").record(batch.len() as f64);
                     published += 1;
                     let msg_id = format!("{instance}-{published}");
                     let ids: Vec<i64> = batch.iter().map(|j| j.id).collect();
-                    let (subject, headers, body) = match encode(&layout, &batch, &msg_id) {
+                    let (subject, headers, body) = match encode(&layout, &batch, &msg_id, now) {
                         Ok(encoded) => encoded,
                         Err(e) => {
                             tracing::error!(jobs = ?ids, error = %e, "cannot encode jobs");
@@ -1063,11 +1064,13 @@ fn batches(jobs: Vec<Job>, now: i64) -> Vec<Vec<Job>> {
     out
 }
 
-/// A message's subject, headers and body for `jobs` (of one kind; one if it is due later).
+/// A message's subject, headers and body for `jobs` (of one kind; one if it is due after
+/// `now`, the time [`batches`] went by).
 fn encode(
     layout: &Layout,
     jobs: &[Job],
     msg_id: &str,
+    now: i64,
 ) -> Result<(String, HeaderMap, Vec<u8>), serde_json::Error> {
     let wire: Vec<WireJob> = jobs.iter().map(WireJob::from_job).collect();
     let body = serde_json::to_vec(&wire)?;
@@ -1075,7 +1078,7 @@ fn encode(
     headers.insert(async_nats::header::NATS_MESSAGE_ID, msg_id);
     let kind = jobs.first().map_or(JobKind::Route, |j| j.kind);
     if let [job] = jobs
-        && job.run_at > now_ms()
+        && job.run_at > now
     {
         headers.insert(RUN_AT_HEADER, job.run_at.to_string().as_str());
     }
